@@ -1,0 +1,198 @@
+"""Find, download (with SHA256 check) and load CLIP weights; the matching image preprocessing.
+
+``load`` accepts an OpenAI model name (downloaded once into a cache folder) or a path to a local
+checkpoint: an OpenAI JIT archive or a ``torch.save``d state dict with OpenAI key names.
+"""
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch
+from PIL import Image
+from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+from tqdm import tqdm
+
+from .model import CLIP, build_model
+
+__all__ = ["available_models", "load", "download", "default_cache_dir", "make_preprocess",
+           "read_state_dict", "CLIP_MEAN", "CLIP_STD", "MODEL_URLS"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_URL_ROOT = "https://openaipublic.azureedge.net/clip/models"
+# The second-to-last path component of every URL is the file's SHA256.
+MODEL_URLS = {
+    "RN50": f"{_URL_ROOT}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+    "RN101": f"{_URL_ROOT}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
+    "RN50x4": f"{_URL_ROOT}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
+    "RN50x16": f"{_URL_ROOT}/52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa/RN50x16.pt",
+    "RN50x64": f"{_URL_ROOT}/be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c/RN50x64.pt",
+    "ViT-B/32": f"{_URL_ROOT}/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    "ViT-B/16": f"{_URL_ROOT}/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+    "ViT-L/14": f"{_URL_ROOT}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+    "ViT-L/14@336px": f"{_URL_ROOT}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+}
+
+_CHUNK_BYTES = 1 << 20
+
+
+def available_models() -> List[str]:
+    """Names of the OpenAI CLIP models that :func:`load` can download."""
+    return list(MODEL_URLS)
+
+
+def default_cache_dir() -> str:
+    """``$CLIP_CACHE_DIR`` if set, else ``~/.cache/clip``."""
+    return os.environ.get("CLIP_CACHE_DIR") or os.path.expanduser("~/.cache/clip")
+
+
+def _sha256_of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, root: Optional[str] = None, expected_sha256: Optional[str] = None,
+             urlopen: Optional[Callable] = None) -> str:
+    """Download ``url`` into folder ``root`` (default :func:`default_cache_dir`); return its path.
+
+    The SHA256 defaults to the URL's second-to-last path component (OpenAI's convention). A cached
+    file with the right checksum is reused; one with a wrong checksum is downloaded again. Data is
+    streamed into a temporary file in the same folder and renamed into place only after the
+    checksum matches, so the final name never holds a partial or corrupt file. ``urlopen`` is
+    injectable (default: ``urllib.request.urlopen``, looked up at call time so it can be
+    patched); any ``urllib`` URL works, including ``file://``.
+    """
+    urlopen = urlopen or urllib.request.urlopen
+    root = root or default_cache_dir()
+    os.makedirs(root, exist_ok=True)
+    url_path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+    filename = os.path.basename(url_path)
+    expected_sha256 = (expected_sha256 or url_path.split("/")[-2]).lower()
+    target = os.path.join(root, filename)
+
+    if os.path.exists(target):
+        if not os.path.isfile(target):
+            raise RuntimeError(f"{target} exists and is not a regular file")
+        if _sha256_of_file(target) == expected_sha256:
+            return target
+        warnings.warn(f"{target} exists but its SHA256 does not match {expected_sha256}; "
+                      f"downloading it again")
+
+    handle, temp_path = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=root)
+    try:
+        with os.fdopen(handle, "wb") as output:
+            try:
+                actual_sha256 = _stream_to_file(urlopen, url, output, filename)
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                raise RuntimeError(
+                    f"Could not download {url} ({reason}); download it manually and place it "
+                    f"at {target}") from error
+        if actual_sha256 != expected_sha256:
+            raise RuntimeError(f"SHA256 mismatch for {url}: expected {expected_sha256}, got "
+                               f"{actual_sha256}; the download was discarded")
+        os.replace(temp_path, target)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+    return target
+
+
+def _stream_to_file(urlopen: Callable, url: str, output, label: str) -> str:
+    """Copy the body of ``url`` into the open binary file ``output`` with a progress bar;
+    return the SHA256 of what was written."""
+    digest = hashlib.sha256()
+    with urlopen(url) as source:
+        headers = getattr(source, "headers", None)
+        size = headers.get("Content-Length") if headers is not None else None
+        total = int(size) if isinstance(size, str) and size.isdigit() else None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=label, ncols=80) as progress:
+            for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
+                output.write(chunk)
+                digest.update(chunk)
+                progress.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """TorchScript archives are zip files with a ``constants.pkl`` / ``code/`` entry; torch.save
+    zip files are not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name
+                   for name in archive.namelist())
+
+
+def read_state_dict(path: str) -> dict:
+    """The CLIP state dict stored in ``path`` (OpenAI JIT archive or ``torch.save``d dict)."""
+    try:
+        if _is_torchscript_archive(path):
+            with warnings.catch_warnings():
+                # TorchScript is deprecated upstream, but OpenAI's released files are archives.
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(path, map_location="cpu").state_dict()
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RuntimeError(f"Could not read CLIP weights from {path}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise RuntimeError(f"{path} does not hold a state dict (found {type(loaded).__name__})")
+    return loaded
+
+
+def _convert_to_rgb(image: Image.Image) -> Image.Image:
+    # A module-level function (not a lambda) keeps the transform picklable for worker processes.
+    return image.convert("RGB")
+
+
+def make_preprocess(resolution: int) -> Compose:
+    """CLIP's test-time image transform for a model with input size ``resolution``."""
+    return Compose([
+        Resize(resolution, interpolation=InterpolationMode.BICUBIC),
+        CenterCrop(resolution),
+        _convert_to_rgb,
+        ToTensor(),
+        Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
+         download_root: Optional[str] = None, jit: bool = False) -> Tuple[CLIP, Compose]:
+    """Load a CLIP model by OpenAI name or from a local checkpoint file.
+
+    ``jit`` exists only for call compatibility with OpenAI's ``clip.load``; the TorchScript model
+    itself cannot take prompts or hooks, so only ``jit=False`` is accepted.
+
+    Returns ``(model, preprocess)``: the model in fp32 and eval mode on ``device``, and the
+    matching PIL-image transform. Names are downloaded into ``download_root`` (default
+    ``$CLIP_CACHE_DIR`` or ``~/.cache/clip``) unless already cached.
+    """
+    if jit:
+        raise ValueError("clip.load(jit=True) is not supported: prompt learning needs the "
+                         "Python model; use jit=False (weights of JIT archives load fine)")
+    name_or_path = str(name_or_path)
+    if name_or_path in MODEL_URLS:
+        model_path = download(MODEL_URLS[name_or_path], download_root)
+    elif os.path.isfile(os.path.expanduser(name_or_path)):
+        model_path = os.path.expanduser(name_or_path)
+    else:
+        raise RuntimeError(f"CLIP model {name_or_path!r} is neither a known model name nor an "
+                           f"existing file; available models = {available_models()}")
+    model = build_model(read_state_dict(model_path)).float().to(device).eval()
+    return model, make_preprocess(model.image_resolution)
+
+
+# Names used by code written against OpenAI's / CoOp's ``clip`` package.
+_MODELS = MODEL_URLS
+_download = download
+_transform = make_preprocess

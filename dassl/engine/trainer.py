@@ -1,0 +1,568 @@
+"""The training loop: TrainerBase (models, checkpoints, loop), SimpleTrainer
+(data, evaluation, best-val selection, results) and TrainerX (labelled data).
+
+The loop itself only steps; side tasks (LR schedule, checkpointing, evaluation,
+logging) hang off ``before_*``/``after_*`` hooks so subclasses override one
+concern at a time, as in Dassl.
+"""
+import datetime
+import os
+import os.path as osp
+import random
+import re
+import sys
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dassl.data import DataManager
+from dassl.evaluation import build_evaluator
+from dassl.utils import (
+    AverageMeter,
+    MetricMeter,
+    load_checkpoint,
+    mkdir_if_missing,
+    save_checkpoint,
+    tolist_if_not,
+    write_json,
+)
+
+_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+
+def capture_rng_state():
+    """Snapshot every RNG the training loop draws from (python, numpy, torch, cuda).
+
+    The result holds only tensors and plain python data so that it loads with
+    ``torch.load(weights_only=True)``.
+    """
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_epoch_checkpoints(model_dir):
+    """Sorted epochs ``N`` for which ``model_dir/model.pth.tar-N`` exists."""
+    if not osp.isdir(model_dir):
+        return []
+    epochs = []
+    for fname in os.listdir(model_dir):
+        match = _EPOCH_FILE.match(fname)
+        if match:
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+class TrainerBase:
+    """Base class of every trainer: owns the registered models with their
+    optimizers/schedulers, checkpoint IO and the epoch loop.
+
+    Contract: a subclass registers each trainable module with
+    :meth:`register_model`; everything registered is saved, resumed and loaded
+    by name (``<output_dir>/<name>/model.pth.tar-<epoch>``). ``state_dict()``
+    holds the loop state that is not in a model (RNG streams, best result) so
+    that a resumed run continues bit-identically on the CPU.
+    """
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+        self.best_result = -np.inf
+
+    # ------------------------------------------------------------------ models
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        """Register ``model`` (with its optimizer and scheduler) under ``name``."""
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot assign model before super().__init__() call")
+        if name in self._models:
+            raise KeyError(f'a model named "{name}" is already registered')
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        """All registered names, or ``names`` after checking they exist."""
+        real = list(self._models.keys())
+        if names is None:
+            return real
+        names = tolist_if_not(names)
+        for name in names:
+            if name not in real:
+                raise KeyError(f'no registered model "{name}"; registered: {real}')
+        return names
+
+    def set_model_mode(self, mode="train", names=None):
+        """Put the registered models in train or eval mode."""
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(f"unknown model mode {mode!r}")
+
+    def update_lr(self, names=None):
+        """Step the LR schedulers (Dassl steps once per epoch)."""
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names=None):
+        """Learning rate of the first parameter group of the first model."""
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # ------------------------------------------------------------ loop state
+    def state_dict(self):
+        """Loop state outside the models: RNG streams and best validation result."""
+        return {"rng": capture_rng_state(), "best_result": float(self.best_result)}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` captured."""
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+        if "best_result" in state:
+            self.best_result = state["best_result"]
+
+    # ------------------------------------------------------------ checkpoints
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Save every registered model to ``directory/<name>/`` (atomic writes).
+
+        ``epoch`` is the 0-based epoch just finished; files carry ``epoch + 1``
+        as in Dassl. The loop state is stored beside the first model's weights.
+        """
+        trainer_state = self.state_dict()
+        for i, name in enumerate(self.get_model_names()):
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+            }
+            if i == 0:
+                state["trainer_state"] = trainer_state
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def latest_checkpoint_epoch(self, directory):
+        """Largest epoch that has a checkpoint for every registered model, or 0."""
+        common = None
+        for name in self.get_model_names():
+            epochs = set(list_epoch_checkpoints(osp.join(directory, name)))
+            common = epochs if common is None else common & epochs
+        return max(common) if common else 0
+
+    def resume_model_if_exist(self, directory):
+        """Resume models, optimizers, schedulers and loop state from the latest
+        epoch checkpoint in ``directory``; return the epoch to start from (0 if none).
+        """
+        epoch = self.latest_checkpoint_epoch(directory)
+        if epoch == 0:
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        trainer_state = None
+        for name in self.get_model_names():
+            path = osp.join(directory, name, f"model.pth.tar-{epoch}")
+            print(f'Loading checkpoint from "{path}"')
+            ckpt = load_checkpoint(path)
+            self._load_weights(name, ckpt["state_dict"], path)
+            if self._optims[name] is not None and ckpt.get("optimizer") is not None:
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+            if self._scheds[name] is not None and ckpt.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(ckpt["scheduler"])
+            trainer_state = trainer_state or ckpt.get("trainer_state")
+        if trainer_state is not None:
+            self.load_state_dict(trainer_state)
+        print(f"Previous epoch: {epoch}")
+        return epoch
+
+    def model_file_path(self, directory, name, epoch=None):
+        """Path of the checkpoint :meth:`load_model` reads for ``name``."""
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        return osp.join(directory, name, model_file)
+
+    def load_model(self, directory, epoch=None):
+        """Load weights for evaluation: ``model-best.pth.tar`` by default,
+        ``model.pth.tar-<epoch>`` when ``epoch`` is given.
+
+        A missing file raises ``FileNotFoundError`` naming the path (and the
+        epochs that do exist); it never falls back to untrained weights.
+        """
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        for name in self.get_model_names():
+            path = self.model_file_path(directory, name, epoch)
+            if not osp.exists(path):
+                present = list_epoch_checkpoints(osp.join(directory, name))
+                hint = f"; epochs present: {present}" if present else ""
+                raise FileNotFoundError(f'Model not found at "{path}"{hint}')
+            ckpt = load_checkpoint(path)
+            val = ckpt.get("val_result")
+            val_txt = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
+            print(f'Load "{path}" to {name} (epoch={ckpt.get("epoch")}{val_txt})')
+            self._load_weights(name, ckpt["state_dict"], path)
+
+    def _load_weights(self, name, state_dict, path):
+        """Load ``state_dict`` into model ``name``; subclasses may map keys."""
+        self._models[name].load_state_dict(state_dict)
+
+    # ------------------------------------------------------------- tensorboard
+    def init_writer(self, log_dir):
+        """Start a TensorBoard writer when tensorboard is installed (optional)."""
+        if self._writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except (ImportError, ModuleNotFoundError):
+            print("TensorBoard is not installed: scalars are not written (pip install tensorboard)")
+            return
+        print(f"Initialize tensorboard (log_dir={log_dir})")
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        """Flush and close the TensorBoard writer, if any."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag, scalar_value, global_step=None):
+        """Write a scalar when a writer exists; a no-op otherwise."""
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # -------------------------------------------------------------- the loop
+    def train(self, start_epoch, max_epoch):
+        """Run epochs ``start_epoch .. max_epoch-1`` between before/after_train."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def test(self, split=None):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError
+
+    def model_inference(self, input):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------- optimisation
+    def detect_anomaly(self, loss):
+        """Stop the run on a non-finite loss, naming where it happened."""
+        if not torch.isfinite(loss).all():
+            where = ""
+            if hasattr(self, "epoch") and hasattr(self, "batch_idx"):
+                where = f" at epoch {self.epoch + 1}, batch {self.batch_idx + 1}"
+            raise FloatingPointError(f"Loss is infinite or NaN{where}")
+
+    def model_zero_grad(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss, names=None):
+        """zero_grad, backward (with the non-finite check), optimizer step."""
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+def select_device(cfg):
+    """``cfg.DEVICE`` when set (e.g. "cpu", "cuda:1"), else CUDA if available and allowed."""
+    requested = str(cfg.get("DEVICE", "") or "")
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"DEVICE={requested!r} was requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class SimpleTrainer(TrainerBase):
+    """A trainer with data, an evaluator, best-val model selection and a
+    machine-readable ``results.json`` for the final test.
+
+    Subclasses implement :meth:`build_model` (register the trainable modules)
+    and :meth:`forward_backward`.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        self.device = select_device(cfg)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.time_start = time.time()
+        self.last_results = None
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+
+    def check_cfg(self, cfg):
+        """Validate trainer-specific config values (optional)."""
+
+    def build_data_loader(self):
+        """Create the data attributes (dm, loaders, num_classes, lab2cname)."""
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        raise NotImplementedError("a trainer must implement build_model() and register its models")
+
+    def train(self):
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self):
+        directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        self.start_epoch = self.resume_model_if_exist(directory)
+        self.init_writer(osp.join(self.output_dir, "tensorboard"))
+        self.time_start = time.time()
+
+    def after_epoch(self):
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name="model-best.pth.tar")
+
+        # Every epoch leaves a resumable checkpoint and removes the previous one
+        # unless Dassl's CHECKPOINT_FREQ rule keeps it: a finished run has exactly
+        # Dassl's files, an interrupted one loses less than an epoch.
+        self.save_model(self.epoch, self.output_dir)
+        previous = self.epoch  # 1-based file suffix of the epoch before this one
+        if previous >= 1 and not (freq > 0 and previous % freq == 0):
+            for name in self.get_model_names():
+                stale = osp.join(self.output_dir, name, f"model.pth.tar-{previous}")
+                if osp.exists(stale):
+                    os.remove(stale)
+
+    def after_train(self):
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+            self.write_results()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        print(f"Elapsed: {elapsed}")
+        self.close_writer()
+
+    def evaluation_context(self):
+        """Context entered around a whole evaluation pass.
+
+        Trainers use it for work done once per evaluation instead of once per
+        batch (e.g. encoding the class prompts)."""
+        return nullcontext()
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` ("val" or "test"); return the first metric.
+
+        The full metrics are kept in ``self.last_results`` for results.json.
+        """
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        with self.evaluation_context():
+            for self.batch_idx, batch in enumerate(
+                tqdm(data_loader, desc=f"eval {split}", file=sys.stdout, dynamic_ncols=True,
+                     disable=not sys.stdout.isatty())
+            ):
+                inputs, label = self.parse_batch_test(batch)
+                output = self.model_inference(inputs)
+                self.evaluator.process(output, label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        self.last_results = {"split": split, "metrics": dict(results)}
+        return list(results.values())[0]
+
+    def results_summary(self):
+        """The dict written to results.json (extend in subclasses if needed)."""
+        cfg = self.cfg
+        metrics = dict(self.last_results["metrics"]) if self.last_results else {}
+        for attr, key in (("_total", "total"), ("_correct", "correct")):
+            if hasattr(self.evaluator, attr):
+                metrics.setdefault(key, int(getattr(self.evaluator, attr)))
+        return {
+            "complete": True,
+            "trainer": cfg.TRAINER.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "seed": int(cfg.SEED),
+            "num_shots": int(cfg.DATASET.NUM_SHOTS),
+            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "split": self.last_results["split"] if self.last_results else None,
+            "metrics": metrics,
+            "epoch": int(self.epoch + 1) if self.max_epoch else 0,
+            "max_epoch": int(self.max_epoch),
+            "final_model": cfg.TEST.FINAL_MODEL,
+            "num_classes": int(self.num_classes),
+            "wall_time_s": round(time.time() - self.time_start, 3),
+            "output_dir": osp.abspath(self.output_dir),
+            "device": str(self.device),
+            "config": _cfg_to_dict(cfg),
+        }
+
+    def write_results(self, extra=None):
+        """Write ``results.json`` atomically; it marks the run as complete."""
+        summary = self.results_summary()
+        if extra:
+            summary.update(extra)
+        mkdir_if_missing(self.output_dir)
+        path = osp.join(self.output_dir, "results.json")
+        write_json(summary, path)
+        print(f"Results written to {path}")
+        return path
+
+    def model_inference(self, input):
+        return self.model(input)
+
+    def parse_batch_test(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+def _cfg_to_dict(node):
+    """A yacs CfgNode as plain nested dicts (JSON-serialisable)."""
+    if isinstance(node, dict):
+        return {k: _cfg_to_dict(v) for k, v in node.items()}
+    if isinstance(node, tuple):
+        return [_cfg_to_dict(v) for v in node]
+    return node
+
+
+class TrainerX(SimpleTrainer):
+    """A trainer on labelled data only (``train_loader_x``).
+
+    Every ``TRAIN.PRINT_FREQ`` batches it prints Dassl's progress line
+    (``epoch [e/E] batch [b/B] time ... data ... <losses> lr ... eta ...``).
+    """
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        loader = self.train_loader_x
+        if sys.stdout.isatty():
+            loader = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
+                          dynamic_ncols=True)
+        for self.batch_idx, batch in enumerate(loader):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+
+            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+            only_few_batches = self.num_batches < self.cfg.TRAIN.PRINT_FREQ
+            if meet_freq or only_few_batches:
+                nb_remain = self.num_batches - self.batch_idx - 1
+                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+                info = [
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {self.get_current_lr():.4e}",
+                    f"eta {eta}",
+                ]
+                print(" ".join(info))
+
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def parse_batch_train(self, batch):
+        return (batch["img"].to(self.device), batch["label"].to(self.device),
+                batch["domain"].to(self.device))

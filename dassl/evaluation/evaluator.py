@@ -1,0 +1,216 @@
+"""Evaluators: accumulate predictions batch by batch, then report Dassl's result lines."""
+import os.path as osp
+from collections import OrderedDict
+
+import torch
+
+from dassl.utils import Registry, atomic_torch_save, check_availability
+
+__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "EvaluatorBase", "Classification"]
+
+EVALUATOR_REGISTRY = Registry("EVALUATOR")
+
+
+def build_evaluator(cfg, **kwargs):
+    """Instantiate the evaluator named by ``cfg.TEST.EVALUATOR`` (extra kwargs go to it)."""
+    check_availability(cfg.TEST.EVALUATOR, EVALUATOR_REGISTRY.registered_names())
+    if cfg.VERBOSE:
+        print(f"Loading evaluator: {cfg.TEST.EVALUATOR}")
+    return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
+
+
+class EvaluatorBase:
+    """Interface: ``reset()``, ``process(model_output, ground_truth)`` per batch, ``evaluate()``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def reset(self):
+        """Forget everything processed so far."""
+        raise NotImplementedError
+
+    def process(self, mo, gt):
+        """Add one batch of model outputs ``mo`` and labels ``gt``."""
+        raise NotImplementedError
+
+    def evaluate(self):
+        """Print and return the metrics of everything processed since the last reset."""
+        raise NotImplementedError
+
+
+def macro_f1_score(y_true, y_pred):
+    """Macro-averaged F1 over the classes present in ``y_true`` (as a fraction in [0, 1]).
+
+    Equals ``sklearn.metrics.f1_score(y_true, y_pred, average="macro",
+    labels=np.unique(y_true))``: predictions of classes absent from ``y_true`` count only as
+    misses of the true class, and a class with no true positives scores 0.
+    """
+    labels, true_index = torch.unique(y_true, sorted=True, return_inverse=True)
+    num_labels = labels.numel()
+    true_counts = torch.bincount(true_index, minlength=num_labels)
+    hits = y_pred == y_true
+    true_positives = torch.bincount(true_index[hits], minlength=num_labels)
+    # Map each prediction to its position in `labels`; predictions outside `labels` drop out.
+    pred_pos = torch.searchsorted(labels, y_pred).clamp(max=num_labels - 1)
+    pred_in_labels = labels[pred_pos] == y_pred
+    pred_counts = torch.bincount(pred_pos[pred_in_labels], minlength=num_labels)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (#predicted as c + #truly c); the denominator is > 0
+    # because every label occurs in y_true.
+    f1 = 2.0 * true_positives.double() / (pred_counts + true_counts).double()
+    return float(f1.mean())
+
+
+@EVALUATOR_REGISTRY.register()
+class Classification(EvaluatorBase):
+    """Accuracy, error rate and macro-F1 of single-label classification (Dassl's evaluator).
+
+    ``evaluate()`` prints Dassl's block::
+
+        => result
+        * total: 1,000
+        * correct: 712
+        * accuracy: 71.2%
+        * error: 28.8%
+        * macro_f1: 70.9%
+
+    and returns an OrderedDict whose first entry is the accuracy (trainers report that one),
+    followed by ``error``, ``macro_f1`` and ``error_rate`` (Dassl's name for ``error``), all in
+    percent. With ``TEST.PER_CLASS_RESULT``
+    it also prints one line per class and adds ``perclass_accuracy`` (mean over classes).
+    With ``TEST.COMPUTE_CMAT`` it saves the row-normalised confusion matrix to
+    ``OUTPUT_DIR/cmat.pt``. After ``evaluate()``, ``total``, ``correct`` and ``per_class``
+    hold the raw counts and ``summary()`` gives them as a JSON-ready dict.
+    """
+
+    def __init__(self, cfg, lab2cname=None, **kwargs):
+        super().__init__(cfg)
+        if cfg.TEST.PER_CLASS_RESULT and lab2cname is None:
+            raise ValueError(
+                "TEST.PER_CLASS_RESULT=True needs lab2cname (label -> class name) for the evaluator"
+            )
+        self._lab2cname = lab2cname
+        self.reset()
+
+    def reset(self):
+        """Forget all processed batches and the last results."""
+        self._y_true = []
+        self._y_pred = []
+        self._correct = 0
+        self._total = 0
+        self.per_class = None
+        self.results = None
+
+    # Dassl's trainers read the private counters; keep them and offer public names too.
+    @property
+    def total(self):
+        """Number of samples processed."""
+        return self._total
+
+    @property
+    def correct(self):
+        """Number of samples whose top-1 prediction was right."""
+        return self._correct
+
+    def process(self, mo, gt):
+        """Record a batch: ``mo`` logits of shape (N, C), ``gt`` labels of shape (N,)."""
+        if mo.dim() != 2 or gt.dim() != 1 or mo.shape[0] != gt.shape[0]:
+            raise ValueError(
+                f"Classification.process expects logits (N, C) and labels (N,), "
+                f"got {tuple(mo.shape)} and {tuple(gt.shape)}"
+            )
+        pred = mo.max(dim=1).indices.detach().cpu().long()
+        gt = gt.detach().cpu().long()
+        self._correct += int((pred == gt).sum())
+        self._total += gt.shape[0]
+        self._y_true.append(gt)
+        self._y_pred.append(pred)
+
+    def _per_class_counts(self, y_true, y_pred):
+        labels = torch.unique(y_true, sorted=True)
+        size = int(labels.max()) + 1
+        totals = torch.bincount(y_true, minlength=size)
+        corrects = torch.bincount(y_true[y_pred == y_true], minlength=size)
+        rows = []
+        for label in labels.tolist():
+            try:
+                classname = self._lab2cname[label]
+            except (KeyError, IndexError):
+                raise KeyError(f"label {label} has no class name in lab2cname") from None
+            total, correct = int(totals[label]), int(corrects[label])
+            rows.append(
+                {
+                    "label": label,
+                    "classname": classname,
+                    "total": total,
+                    "correct": correct,
+                    "accuracy": 100.0 * correct / total,
+                }
+            )
+        return rows
+
+    def _save_confusion_matrix(self, y_true, y_pred):
+        labels = torch.unique(torch.cat([y_true, y_pred]), sorted=True)
+        num = labels.numel()
+        true_pos = torch.searchsorted(labels, y_true)
+        pred_pos = torch.searchsorted(labels, y_pred)
+        counts = torch.bincount(true_pos * num + pred_pos, minlength=num * num).view(num, num)
+        row_sums = counts.sum(dim=1, keepdim=True).clamp(min=1)
+        cmat = counts.double() / row_sums.double()
+        save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
+        atomic_torch_save({"labels": labels, "cmat": cmat}, save_path)
+        print(f"Confusion matrix is saved to {save_path}")
+
+    def evaluate(self):
+        """Print Dassl's result lines and return the metrics (percent) as an OrderedDict."""
+        if self._total == 0:
+            raise ValueError("Classification.evaluate called before any batch was processed")
+        y_true = torch.cat(self._y_true)
+        y_pred = torch.cat(self._y_pred)
+        acc = 100.0 * self._correct / self._total
+        err = 100.0 - acc
+        macro_f1 = 100.0 * macro_f1_score(y_true, y_pred)
+
+        results = OrderedDict()
+        results["accuracy"] = acc
+        results["error"] = err
+        results["macro_f1"] = macro_f1
+        # Dassl's name for the error; kept so code written against Dassl finds it.
+        results["error_rate"] = err
+        print(
+            "=> result\n"
+            f"* total: {self._total:,}\n"
+            f"* correct: {self._correct:,}\n"
+            f"* accuracy: {acc:.1f}%\n"
+            f"* error: {err:.1f}%\n"
+            f"* macro_f1: {macro_f1:.1f}%"
+        )
+
+        if self.cfg.TEST.PER_CLASS_RESULT:
+            self.per_class = self._per_class_counts(y_true, y_pred)
+            print("=> per-class result")
+            for row in self.per_class:
+                print(
+                    f"* class: {row['label']} ({row['classname']})\t"
+                    f"total: {row['total']:,}\t"
+                    f"correct: {row['correct']:,}\t"
+                    f"acc: {row['accuracy']:.1f}%"
+                )
+            mean_acc = sum(row["accuracy"] for row in self.per_class) / len(self.per_class)
+            print(f"* average: {mean_acc:.1f}%")
+            results["perclass_accuracy"] = mean_acc
+
+        if self.cfg.TEST.COMPUTE_CMAT:
+            self._save_confusion_matrix(y_true, y_pred)
+
+        self.results = results
+        return results
+
+    def summary(self):
+        """JSON-ready dict of the last ``evaluate()``: counts, metrics and per-class rows."""
+        if self.results is None:
+            raise ValueError("Classification.summary called before evaluate()")
+        summary = {"total": self._total, "correct": self._correct}
+        summary.update(self.results)
+        if self.per_class is not None:
+            summary["per_class"] = [dict(row) for row in self.per_class]
+        return summary

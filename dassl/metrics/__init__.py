@@ -1,0 +1,2 @@
+"""Metrics computed on model outputs."""
+from .accuracy import compute_accuracy

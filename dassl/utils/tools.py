@@ -1,0 +1,168 @@
+"""Small file, randomness and string helpers shared by the whole code base (Dassl's names)."""
+import contextlib
+import difflib
+import json
+import os
+import os.path as osp
+import platform
+import random
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "atomic_open",
+    "read_json",
+    "write_json",
+    "set_random_seed",
+    "UnreadableImageError",
+    "read_image",
+    "collect_env_info",
+    "listdir_nohidden",
+    "get_most_similar_str_to_a_from_b",
+    "check_availability",
+    "tolist_if_not",
+]
+
+
+def mkdir_if_missing(dirname):
+    """Create ``dirname`` (and its parents) unless it exists; "" means the current directory."""
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+
+
+def check_isfile(fpath):
+    """Return whether ``fpath`` is a file, warning when it is not."""
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"')
+    return isfile
+
+
+@contextlib.contextmanager
+def atomic_open(fpath, mode="w"):
+    """Open a temporary file next to ``fpath``; on a clean exit it replaces ``fpath`` in one step.
+
+    Readers (and a run that is killed half-way) therefore see either the old file or the complete
+    new one, never a partial write. The data is fsync'ed before the rename. On an exception the
+    temporary file is removed and ``fpath`` is left untouched.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
+    directory = osp.dirname(osp.abspath(fpath))
+    mkdir_if_missing(directory)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{osp.basename(fpath)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise
+
+
+def read_json(fpath):
+    """Load a JSON file; malformed content raises ``ValueError`` naming the file."""
+    with open(fpath, "r") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'invalid JSON in "{fpath}": {error}') from None
+
+
+def write_json(obj, fpath):
+    """Write ``obj`` as indented JSON to ``fpath`` atomically (see ``atomic_open``)."""
+    with atomic_open(fpath, "w") as handle:
+        json.dump(obj, handle, indent=4, separators=(",", ": "))
+
+
+def set_random_seed(seed):
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class UnreadableImageError(OSError):
+    """An image file exists but cannot be decoded (corrupt, truncated or not an image)."""
+
+
+def read_image(path):
+    """Load the image at ``path`` as an RGB ``PIL.Image``.
+
+    A missing file raises ``FileNotFoundError`` and an undecodable one ``UnreadableImageError``;
+    both are ``OSError``s whose message names ``path``.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image not found: "{path}"')
+    try:
+        with Image.open(path) as image:
+            # convert() forces the full decode, so truncated files fail here and not later.
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UnreadableImageError(f'cannot read image "{path}": {error}') from error
+
+
+def collect_env_info():
+    """A short multi-line description of the software and hardware (cheap: no subprocesses)."""
+    import torchvision
+
+    lines = [
+        f"Python: {sys.version.split()[0]}",
+        f"Platform: {platform.platform()}",
+        f"PyTorch: {torch.__version__}",
+        f"Torchvision: {torchvision.__version__}",
+        f"NumPy: {np.__version__}",
+        f"Pillow: {PIL.__version__}",
+        f"CPU threads (torch): {torch.get_num_threads()}",
+        f"CUDA available: {torch.cuda.is_available()}",
+    ]
+    if torch.cuda.is_available():
+        lines.append(f"CUDA (torch build): {torch.version.cuda}")
+        for index in range(torch.cuda.device_count()):
+            lines.append(f"GPU {index}: {torch.cuda.get_device_name(index)}")
+    return "\n".join(lines)
+
+
+def listdir_nohidden(path, sort=False):
+    """Names in directory ``path`` that do not start with "." (sorted if ``sort``)."""
+    items = [name for name in os.listdir(path) if not name.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def get_most_similar_str_to_a_from_b(a, b):
+    """The string in ``b`` most similar to ``a`` (difflib ratio; the last one wins ties, as in Dassl)."""
+    best, best_score = None, -1.0
+    for candidate in b:
+        score = difflib.SequenceMatcher(None, a, candidate).ratio()
+        if score >= best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def check_availability(requested, available):
+    """Raise ``ValueError`` (with the closest valid name) unless ``requested`` is in ``available``."""
+    if requested not in available:
+        suggestion = get_most_similar_str_to_a_from_b(requested, available)
+        raise ValueError(
+            f"The requested one is expected to belong to {list(available)}, "
+            f"but got [{requested}] (do you mean [{suggestion}]?)"
+        )
+
+
+def tolist_if_not(x):
+    """``x`` itself if it is a list, else ``[x]``."""
+    return x if isinstance(x, list) else [x]

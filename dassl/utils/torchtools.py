@@ -1,0 +1,239 @@
+"""Checkpoint IO and small nn.Module helpers (Dassl's names and file layout).
+
+Files written by ``save_checkpoint`` in ``save_dir``:
+
+* ``model.pth.tar-<epoch>`` (or ``model_name`` when given): the ``state`` dict;
+* ``checkpoint``: a one-line text file naming the file saved last (read by resume);
+* ``model-best.pth.tar``: a copy of the saved file when ``is_best``.
+
+Every file is written to a temporary file in the same directory, fsync'ed and renamed over the
+target, so an interrupted run never leaves a half-written checkpoint under a real name.
+"""
+import os.path as osp
+import pickle
+import shutil
+import warnings
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from .tools import atomic_open
+
+__all__ = [
+    "atomic_torch_save",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resume_from_checkpoint",
+    "open_all_layers",
+    "open_specified_layers",
+    "count_num_param",
+    "load_pretrained_weights",
+    "init_network_weights",
+]
+
+LATEST_CHECKPOINT_FILE = "checkpoint"
+BEST_CHECKPOINT_NAME = "model-best.pth.tar"
+
+
+def atomic_torch_save(obj, fpath):
+    """``torch.save(obj, fpath)`` through a temporary file and an atomic rename."""
+    with atomic_open(fpath, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def _strip_module_prefix(state_dict):
+    """Drop the "module." prefix that nn.DataParallel adds to parameter names."""
+    return OrderedDict(
+        (key[len("module."):] if key.startswith("module.") else key, value)
+        for key, value in state_dict.items()
+    )
+
+
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+    """Save ``state`` (a dict with at least ``state_dict`` and ``epoch``) into ``save_dir``.
+
+    The file is ``model.pth.tar-<epoch>`` unless ``model_name`` is given; the ``checkpoint``
+    text file is updated to name it and, if ``is_best``, it is also copied to
+    ``model-best.pth.tar``. ``state`` itself is not modified. Returns the saved file's path.
+    """
+    state = dict(state)
+    if remove_module_from_keys and "state_dict" in state:
+        state["state_dict"] = _strip_module_prefix(state["state_dict"])
+
+    fname = model_name or f"model.pth.tar-{state['epoch']}"
+    fpath = osp.join(save_dir, fname)
+    atomic_torch_save(state, fpath)
+    print(f"Checkpoint saved to {fpath}")
+
+    with atomic_open(osp.join(save_dir, LATEST_CHECKPOINT_FILE), "w") as handle:
+        handle.write(f"{fname}\n")
+
+    if is_best:
+        best_fpath = osp.join(save_dir, BEST_CHECKPOINT_NAME)
+        with open(fpath, "rb") as source, atomic_open(best_fpath, "wb") as target:
+            shutil.copyfileobj(source, target)
+        print(f'Best checkpoint saved to "{best_fpath}"')
+    return fpath
+
+
+def load_checkpoint(fpath, weights_only=True):
+    """Load a checkpoint onto the CPU.
+
+    By default only tensors and plain containers are unpickled (``torch.load(weights_only=True)``),
+    so a checkpoint cannot run code. Pass ``weights_only=False`` only for files you trust that
+    hold other Python objects (e.g. checkpoints saved by the original Dassl, which pickle the
+    warmup scheduler object).
+
+    Raises:
+        FileNotFoundError: no file at ``fpath``.
+        RuntimeError: the file is corrupt or incomplete, or holds objects that weights-only
+            loading refuses; the message names ``fpath``.
+    """
+    if fpath is None:
+        raise ValueError("load_checkpoint: the checkpoint path is None")
+    if not osp.isfile(fpath):
+        raise FileNotFoundError(f'checkpoint not found: "{fpath}"')
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as error:
+        # weights-only loading names the refused class as a "global"; any other unpickling
+        # failure means the bytes themselves are damaged.
+        if weights_only and "global" in str(error):
+            raise RuntimeError(
+                f'checkpoint "{fpath}" holds Python objects that safe loading refuses; '
+                "if you trust this file, load it with load_checkpoint(path, weights_only=False)"
+            ) from error
+        raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+    except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError, OSError) as error:
+        raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Restore the checkpoint named in ``<fdir>/checkpoint`` into model, optimizer and scheduler.
+
+    Returns the ``epoch`` stored in the checkpoint. Dassl's trainers store the number of
+    finished epochs there, which is also the 0-based index of the epoch to run next.
+    """
+    pointer = osp.join(fdir, LATEST_CHECKPOINT_FILE)
+    if not osp.isfile(pointer):
+        raise FileNotFoundError(f'no "checkpoint" file naming the latest model in "{fdir}"')
+    with open(pointer, "r") as handle:
+        model_name = handle.readline().strip()
+    fpath = osp.join(fdir, model_name)
+
+    print(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and "scheduler" in checkpoint:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    start_epoch = checkpoint["epoch"]
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def open_all_layers(model):
+    """Put ``model`` in train mode and make every parameter trainable."""
+    model.train()
+    for param in model.parameters():
+        param.requires_grad = True
+
+
+def open_specified_layers(model, open_layers):
+    """Train only the child modules named in ``open_layers`` (str or list); freeze the rest."""
+    if isinstance(model, nn.DataParallel):
+        model = model.module
+    if isinstance(open_layers, str):
+        open_layers = [open_layers]
+    missing = [name for name in open_layers if not hasattr(model, name)]
+    if missing:
+        raise ValueError(f"{type(model).__name__} has no layers named {missing}")
+    for name, module in model.named_children():
+        is_open = name in open_layers
+        module.train(is_open)
+        for param in module.parameters():
+            param.requires_grad = is_open
+
+
+def count_num_param(model=None, params=None):
+    """Number of scalar parameters in ``model``, or in ``params`` (tensors or param-group dicts)."""
+    if model is not None:
+        return sum(param.numel() for param in model.parameters())
+    if params is not None:
+        total = 0
+        for item in params:
+            if isinstance(item, dict):
+                group = item["params"]
+                group = [group] if isinstance(group, torch.Tensor) else group
+                total += sum(param.numel() for param in group)
+            else:
+                total += item.numel()
+        return total
+    raise ValueError("count_num_param needs a model or params")
+
+
+def load_pretrained_weights(model, weight_path):
+    """Load the weights in ``weight_path`` whose names and shapes match ``model``; skip the rest.
+
+    Accepts a bare state dict or a checkpoint with a ``state_dict`` entry; "module." prefixes
+    are ignored. Warns when nothing matches and prints the names of skipped weights.
+    """
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    model_state = model.state_dict()
+    matched, discarded = OrderedDict(), []
+    for key, value in _strip_module_prefix(state_dict).items():
+        if key in model_state and model_state[key].size() == value.size():
+            matched[key] = value
+        else:
+            discarded.append(key)
+    if not matched:
+        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
+        return
+    model_state.update(matched)
+    model.load_state_dict(model_state)
+    print(f"Successfully loaded pretrained weights from {weight_path}")
+    if discarded:
+        print(f"Layers discarded due to unmatched keys or size: {discarded}")
+
+
+_INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def init_network_weights(model, init_type="normal", gain=0.02):
+    """Initialise Conv/Linear weights by ``init_type`` (biases to 0) and norm layers to (1, 0)."""
+    if init_type not in _INIT_TYPES:
+        raise ValueError(f"init_type must be one of {list(_INIT_TYPES)}, got {init_type!r}")
+
+    def init_module(module):
+        classname = module.__class__.__name__
+        weight = getattr(module, "weight", None)
+        bias = getattr(module, "bias", None)
+        if weight is not None and ("Conv" in classname or "Linear" in classname):
+            if init_type == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(weight, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(weight, gain=gain)
+            if bias is not None:
+                nn.init.constant_(bias, 0.0)
+        elif ("BatchNorm" in classname or "InstanceNorm" in classname) and weight is not None:
+            nn.init.constant_(weight, 1.0)
+            if bias is not None:
+                nn.init.constant_(bias, 0.0)
+
+    with torch.no_grad():
+        model.apply(init_module)

@@ -1,0 +1,175 @@
+"""train.py end to end on the CPU: CoOp and zero-shot CLIP on a generated
+EuroSAT layout with the tiny CLIP; best_val / last_step; resume; eval-only."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_train
+
+pytestmark = pytest.mark.slow
+
+SMOKE_CFG = str(REPO / "configs/smoke/coop_tiny.yaml")
+EUROSAT_CFG = str(REPO / "configs/datasets/eurosat.yaml")
+
+
+def coop_args(root, clip_path, out, *extra, seed=1, final_model="last_step", shots=4, flags=()):
+    """train.py arguments for CoOp on the generated EuroSAT; ``flags`` go before the opts."""
+    return [
+        *flags, "--root", root, "--seed", seed, "--trainer", "CoOp",
+        "--dataset-config-file", EUROSAT_CFG, "--config-file", SMOKE_CFG,
+        "--output-dir", out, "--backbone", clip_path, "--device", "cpu",
+        "DATASET.NUM_SHOTS", shots, "TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32",
+        "TEST.FINAL_MODEL", final_model, *extra,
+    ]
+
+
+def read_results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def coop_last(tmp_path_factory, eurosat_root, tiny_clip_path):
+    out = str(tmp_path_factory.mktemp("runs") / "coop_last")
+    ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, "TRAIN.CHECKPOINT_FREQ", 1)))
+    return out
+
+
+def test_coop_last_step_writes_dassl_outputs(coop_last):
+    log = Path(coop_last, "log.txt").read_text()
+    for line in ("=> result", "* total:", "* correct:", "* accuracy:", "* error:", "* macro_f1:"):
+        assert line in log
+    assert "epoch [1/2] batch [" in log and " lr " in log and " eta " in log
+    res = read_results(coop_last)
+    assert res["complete"] is True and res["trainer"] == "CoOp" and res["split"] == "test"
+    m = res["metrics"]
+    assert 0.0 <= m["accuracy"] <= 100.0
+    assert abs(m["accuracy"] + m["error"] - 100.0) < 1e-6
+    assert m["correct"] == round(m["accuracy"] * m["total"] / 100)
+    # the accuracy printed in the log is the one in results.json
+    printed = [l for l in log.splitlines() if l.startswith("* accuracy:")][-1]
+    assert printed == f"* accuracy: {m['accuracy']:.1f}%"
+    ckpt_dir = Path(coop_last, "prompt_learner")
+    assert (ckpt_dir / "model.pth.tar-1").is_file() and (ckpt_dir / "model.pth.tar-2").is_file()
+    ckpt = torch.load(ckpt_dir / "model.pth.tar-2", weights_only=True)
+    assert set(ckpt) >= {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
+    assert ckpt["epoch"] == 2
+    # only what training changed: the context vectors, not CLIP, not the class-name buffers
+    assert list(ckpt["state_dict"]) == ["ctx"]
+    assert tuple(ckpt["state_dict"]["ctx"].shape)[0] == 4
+
+
+def test_default_checkpoint_freq_keeps_only_last_epoch(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "run")
+    ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out)))
+    files = sorted(os.listdir(Path(out, "prompt_learner")))
+    assert "model.pth.tar-2" in files and "model.pth.tar-1" not in files
+
+
+def test_eval_only_reproduces_accuracy(tmp_path, coop_last, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "eval")
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, flags=(
+        "--eval-only", "--model-dir", coop_last, "--load-epoch", 2))))
+    assert read_results(out)["metrics"]["accuracy"] == read_results(coop_last)["metrics"]["accuracy"]
+    assert "epoch [" not in proc.stdout  # it never trains
+
+
+def test_resume_equals_uninterrupted(tmp_path, coop_last, eurosat_root, tiny_clip_path):
+    """Stop after epoch 1 (keep only what existed then) and rerun the same command."""
+    out = str(tmp_path / "resumed")
+    shutil.copytree(coop_last, out)
+    for rel in ("results.json", "prompt_learner/model.pth.tar-2"):
+        os.remove(os.path.join(out, rel))
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, "TRAIN.CHECKPOINT_FREQ", 1)))
+    assert "will resume training" in proc.stdout
+    assert "epoch [1/2]" not in proc.stdout.split("will resume training")[1]
+    a, b = read_results(coop_last), read_results(out)
+    assert a["metrics"] == b["metrics"]
+    wa = torch.load(Path(coop_last, "prompt_learner/model.pth.tar-2"), weights_only=True)["state_dict"]["ctx"]
+    wb = torch.load(Path(out, "prompt_learner/model.pth.tar-2"), weights_only=True)["state_dict"]["ctx"]
+    assert torch.equal(wa, wb)
+
+
+def test_sigkill_mid_training_then_resume(tmp_path, coop_last, eurosat_root, tiny_clip_path):
+    """A real kill during epoch 2; rerunning the command ends with the same numbers."""
+    out = str(tmp_path / "killed")
+    args = coop_args(eurosat_root, tiny_clip_path, out, "TRAIN.CHECKPOINT_FREQ", 1)
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if line.startswith("epoch [2/2]"):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert "epoch [2/2]" in seen, seen[-2000:]
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    ok(run_train(*args))
+    assert read_results(out)["metrics"] == read_results(coop_last)["metrics"]
+
+
+def test_best_val_saves_and_deploys_best(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "best")
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, final_model="best_val")))
+    best = Path(out, "prompt_learner", "model-best.pth.tar")
+    assert best.is_file()
+    assert "Evaluate on the *val* set" in proc.stdout
+    assert "Deploy the model with the best val performance" in proc.stdout
+    ckpt = torch.load(best, weights_only=True)
+    assert ckpt["val_result"] is not None and ckpt["epoch"] in (1, 2)
+    # eval-only on the best model gives the final test accuracy of the run
+    out2 = str(tmp_path / "best_eval")
+    ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out2, flags=("--eval-only", "--model-dir", out))))
+    assert read_results(out2)["metrics"]["accuracy"] == read_results(out)["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("position", ["middle", "front"])
+def test_coop_class_token_positions_train(tmp_path, eurosat_root, tiny_clip_path, position):
+    out = str(tmp_path / position)
+    ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, "OPTIM.MAX_EPOCH", 1,
+                            "TRAINER.COOP.CLASS_TOKEN_POSITION", position, "TRAINER.COOP.CSC", True)))
+    assert read_results(out)["metrics"]["total"] > 0
+
+
+def test_zeroshot_clip_eval_only(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "zs")
+    proc = ok(run_train("--root", eurosat_root, "--seed", 1, "--trainer", "ZeroshotCLIP",
+                        "--dataset-config-file", EUROSAT_CFG, "--config-file", SMOKE_CFG,
+                        "--output-dir", out, "--backbone", tiny_clip_path, "--eval-only"))
+    assert "a centered satellite photo of" in proc.stdout
+    res = read_results(out)
+    assert res["trainer"] == "ZeroshotCLIP" and res["metrics"]["total"] > 0
+
+
+def test_fp16_falls_back_on_cpu_with_one_log_line(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "fp16")
+    args = coop_args(eurosat_root, tiny_clip_path, out, "OPTIM.MAX_EPOCH", 1)
+    args[args.index("TRAINER.COOP.PREC") + 1] = "fp16"
+    proc = ok(run_train(*args))
+    assert proc.stdout.count("PREC fp16 is not supported on cpu; using fp32") == 1
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "bf16")
+    args = coop_args(eurosat_root, tiny_clip_path, out, "OPTIM.MAX_EPOCH", 1)
+    args[args.index("TRAINER.COOP.PREC") + 1] = "bf16"
+    ok(run_train(*args))
+    assert read_results(out)["metrics"]["total"] > 0

@@ -1,0 +1,187 @@
+"""Train or evaluate a prompt-learning method on CLIP.
+
+The command line is the one of the CoOp / MaPLe / BMIP repositories, so their
+scripts run unchanged; ``--device`` and ``--best`` are additions.
+
+Config precedence (later wins): Dassl defaults, every trainer's defaults,
+``--dataset-config-file``, ``--config-file``, the named CLI arguments, then the
+trailing ``KEY VALUE`` pairs.
+"""
+import argparse
+import difflib
+import os
+import sys
+
+import torch
+
+import datasets  # noqa: F401  (registers the benchmark datasets)
+import trainers  # noqa: F401  (registers the trainers)
+from dassl.config import get_cfg_default
+from dassl.engine import build_trainer
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value given by the user."""
+
+
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _all_keys(v, full + ".")
+        else:
+            yield full
+
+
+def _unknown_key_error(cfg, err, source):
+    """Turn yacs' KeyError into a one-line message naming the source and close keys."""
+    msg = str(err).strip("'\"")
+    key = msg.split(":", 1)[-1].strip() if "Non-existent config key" in msg else msg
+    close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+    hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+    return ConfigError(f"{source}: unknown config key {key}{hint}")
+
+
+def reset_cfg(cfg, args):
+    """Apply the named command-line arguments to the config."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None and args.seed >= 0:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    if args.device:
+        cfg.DEVICE = args.device
+
+
+def setup_cfg(args):
+    """Build the frozen config from defaults, files, arguments and opts."""
+    cfg = get_cfg_default()
+    trainers.add_trainer_configs(cfg)
+    for label, path in (("--dataset-config-file", args.dataset_config_file),
+                        ("--config-file", args.config_file)):
+        if not path:
+            continue
+        if not os.path.isfile(path):
+            raise ConfigError(f"{label}: file not found: {path}")
+        try:
+            cfg.merge_from_file(path)
+        except KeyError as err:
+            raise _unknown_key_error(cfg, err, path) from None
+        except Exception as err:  # yaml syntax errors, type mismatches
+            raise ConfigError(f"{path}: {str(err).splitlines()[0]}") from None
+    reset_cfg(cfg, args)
+    flags = [o for o in args.opts if o.startswith("--")]
+    if flags:
+        raise ConfigError(f"{flags[0]} comes after the KEY VALUE opts; put every --flag before them")
+    if args.opts and len(args.opts) % 2:
+        raise ConfigError(f"command-line opts must be KEY VALUE pairs, got: {' '.join(args.opts)}")
+    try:
+        cfg.merge_from_list(args.opts)
+    except KeyError as err:
+        raise _unknown_key_error(cfg, err, "command line") from None
+    except Exception as err:
+        raise ConfigError(f"command line: {str(err).splitlines()[0]}") from None
+    cfg.freeze()
+    return cfg
+
+
+def print_args(args, cfg):
+    print("***************\n** Arguments **\n***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************\n** Config **\n************")
+    print(cfg)
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only and args.model_dir and not os.path.isdir(args.model_dir):
+        raise FileNotFoundError(f"--model-dir {args.model_dir} does not exist")
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        epoch = None if args.best else args.load_epoch
+        trainer.load_model(args.model_dir, epoch=epoch)
+        trainer.test()
+        trainer.write_results()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def build_parser():
+    """The CoOp/MaPLe/BMIP command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=str, default="", help="path to the datasets folder")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="",
+                        help="checkpoint directory from which training resumes")
+    parser.add_argument("--seed", type=int, default=-1, help="only a value >= 0 fixes the seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="method config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    parser.add_argument("--trainer", type=str, default="", help="name of the trainer")
+    parser.add_argument("--backbone", type=str, default="", help="CLIP backbone name or checkpoint path")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="",
+                        help="load the model from this directory for --eval-only")
+    parser.add_argument("--load-epoch", type=int, help="load the weights of this epoch for evaluation")
+    parser.add_argument("--best", action="store_true",
+                        help="with --eval-only: load model-best.pth.tar from --model-dir")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--device", type=str, default="", help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for input errors")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="modify config options with KEY VALUE pairs")
+    return parser
+
+
+# Errors caused by what the user gave us: reported as one line, exit code 2.
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError,
+               ValueError, RuntimeError)
+
+
+def cli(argv=None):
+    """Entry point: run ``main`` and turn input errors into a one-line message."""
+    args = build_parser().parse_args(argv)
+    try:
+        main(args)
+    except USER_ERRORS as err:
+        if args.debug or os.environ.get("PROMPTCLIP_DEBUG"):
+            raise
+        msg = str(err).strip().strip("'\"").splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

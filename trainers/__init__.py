@@ -1,0 +1,17 @@
+"""Prompt-learning trainers. Importing this package registers every trainer."""
+from dassl.engine import TRAINER_REGISTRY
+
+from . import coop, zsclip  # noqa: F401  (registration side effect)
+
+
+def add_trainer_configs(cfg):
+    """Add every registered trainer's ``cfg.TRAINER.<NODE>`` with its defaults.
+
+    Each trainer declares its own defaults (``extend_cfg``); collecting all of
+    them lets any official YAML file, whatever trainer node it sets, merge.
+    """
+    for name in TRAINER_REGISTRY.registered_names():
+        extend = getattr(TRAINER_REGISTRY.get(name), "extend_cfg", None)
+        if extend is not None:
+            extend(cfg)
+    return cfg

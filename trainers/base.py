@@ -1,0 +1,291 @@
+"""What every CLIP prompt-learning trainer shares, written once.
+
+A method contributes a *prompt learner*: an ``nn.Module`` that holds every
+trainable tensor of the method and, when called, returns a :class:`PromptSet`
+(text token embeddings + text hook, vision prompts + vision hook). Everything
+else lives here: loading CLIP, freezing it, precision, the optimizer, the
+training step, checkpoint key handling and evaluation with the class text
+features computed once per evaluation.
+"""
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import clip
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_optimizer, build_lr_scheduler
+from dassl.utils import count_num_param, load_checkpoint
+
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+
+@dataclass
+class PromptSet:
+    """The inputs a prompt learner feeds into CLIP for one forward pass.
+
+    text_embeddings: (n_cls, L, D_text) token embeddings of the class prompts.
+    eot_indices: (n_cls,) position of each prompt's end-of-text token.
+    text_hook / vision_hook: per-layer hooks ``hook(i, x, block) -> x`` or None.
+    vision_prompts: (P, D_vision) or (N, P, D_vision) tokens appended after the
+        patches at the input of the image encoder, or None.
+    """
+
+    text_embeddings: torch.Tensor
+    eot_indices: torch.Tensor
+    text_hook: Optional[Callable] = None
+    vision_prompts: Optional[torch.Tensor] = None
+    vision_hook: Optional[Callable] = None
+
+
+def load_clip_model(cfg):
+    """Load the CLIP named by ``MODEL.BACKBONE.NAME`` (OpenAI name or a local file)
+    in fp32 on the CPU, and check ``INPUT.SIZE`` against its resolution."""
+    name = cfg.MODEL.BACKBONE.NAME
+    print(f"Loading CLIP (backbone: {name})")
+    model, _ = clip.load(name, device="cpu")
+    res = model.image_resolution
+    size = tuple(cfg.INPUT.SIZE)
+    if size != (res, res):
+        raise ValueError(
+            f"INPUT.SIZE {list(size)} does not match the input resolution of backbone {name} "
+            f"({res}x{res}); set INPUT.SIZE ({res}, {res})"
+        )
+    return model
+
+
+def tokenize_prompts(texts):
+    """Tokenize a list of prompt strings into an (N, 77) LongTensor."""
+    return clip.tokenize(list(texts))
+
+
+class PromptedCLIP(nn.Module):
+    """A frozen CLIP driven by a prompt learner.
+
+    ``forward(image)`` returns the scaled cosine logits (N, n_cls). Inside
+    :meth:`cached_text_features` the class text features are computed once and
+    reused for every batch; that is valid for every method whose text side
+    does not depend on the image.
+    """
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.clip_model = clip_model
+        self._text_cache = None
+
+    @property
+    def dtype(self):
+        return self.clip_model.dtype
+
+    def encode_text(self, prompts: PromptSet):
+        """L2-normalised class text features (n_cls, E)."""
+        feats = self.clip_model.encode_text_embeddings(
+            prompts.text_embeddings, prompts.eot_indices, hook=prompts.text_hook
+        )
+        return F.normalize(feats, dim=-1)
+
+    def encode_image(self, image, prompts: PromptSet):
+        """L2-normalised image features (N, E)."""
+        feats = self.clip_model.encode_image(
+            image.type(self.dtype), prompts=prompts.vision_prompts, hook=prompts.vision_hook
+        )
+        return F.normalize(feats, dim=-1)
+
+    def forward(self, image):
+        prompts = self.prompt_learner()
+        if self._text_cache is not None:
+            text = self._text_cache
+        else:
+            text = self.encode_text(prompts)
+        img = self.encode_image(image, prompts)
+        return self.clip_model.logit_scale.exp() * img @ text.t().type(img.dtype)
+
+    @contextlib.contextmanager
+    def cached_text_features(self):
+        """Compute the class text features once for the duration of the block."""
+        with torch.no_grad():
+            self._text_cache = self.encode_text(self.prompt_learner())
+        try:
+            yield
+        finally:
+            self._text_cache = None
+
+
+class ClipPromptTrainer(TrainerX):
+    """Base trainer for prompt learning on a frozen CLIP.
+
+    Subclasses set ``CFG_NODE`` (the ``cfg.TRAINER.<NODE>`` holding their keys),
+    implement :meth:`build_prompt_learner` and, for their config defaults,
+    :meth:`extend_cfg`. Only the prompt learner is trained, optimised and
+    checkpointed (registered as ``prompt_learner`` like the official repos).
+    """
+
+    CFG_NODE = None
+    # Keys of official checkpoints that are derived from the class names (and
+    # therefore rebuilt, not loaded).
+    IGNORED_CHECKPOINT_KEYS = ("token_prefix", "token_suffix")
+
+    @staticmethod
+    def extend_cfg(cfg):
+        """Add this trainer's config node with its defaults to ``cfg``."""
+
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.CFG_NODE]
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.CFG_NODE].PREC
+        if prec not in PRECISIONS:
+            raise ValueError(
+                f"TRAINER.{self.CFG_NODE}.PREC {prec!r} is not one of {', '.join(PRECISIONS)}"
+            )
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        """Return the method's prompt learner (an nn.Module returning a PromptSet)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- precision
+    def resolve_precision(self):
+        """Effective precision on this device (fp16 is CUDA-only; CPU falls back)."""
+        prec = self.method_cfg.PREC
+        if self.device.type != "cuda" and prec == "fp16":
+            print(f"TRAINER.{self.CFG_NODE}.PREC fp16 is not supported on {self.device}; using fp32")
+            return "fp32"
+        if self.device.type != "cuda" and prec == "amp":
+            print(f"TRAINER.{self.CFG_NODE}.PREC amp on {self.device}: using bf16 autocast")
+            return "bf16"
+        return prec
+
+    def autocast(self):
+        """Autocast context for the effective precision (no-op for fp32/fp16)."""
+        if self.precision == "amp":
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ---------------------------------------------------------------- model
+    def build_model(self):
+        cfg = self.cfg
+        self.precision = self.resolve_precision()
+        classnames = self.dm.dataset.classnames
+        clip_model = load_clip_model(cfg)
+        print("Building custom CLIP")
+        prompt_learner = self.build_prompt_learner(cfg, classnames, clip_model)
+        self.model = PromptedCLIP(clip_model, prompt_learner)
+
+        print("Turning off gradients in both the image and the text encoder")
+        for p in self.model.clip_model.parameters():
+            p.requires_grad_(False)
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        print(f"Parameters to be updated: {len(trainable)} tensors")
+        print(f"# trainable params: {count_num_param(prompt_learner):,}")
+
+        if cfg.MODEL.INIT_WEIGHTS:
+            self._load_weights_into(prompt_learner, load_state_dict_file(cfg.MODEL.INIT_WEIGHTS),
+                                    cfg.MODEL.INIT_WEIGHTS)
+        if self.precision == "fp16":
+            self.model.half()
+        self.model.to(self.device)
+
+        self.prompt_learner = prompt_learner
+        if any(p.requires_grad for p in prompt_learner.parameters()):
+            self.optim = build_optimizer(prompt_learner, cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        else:
+            self.optim = self.sched = None
+        self.register_model("prompt_learner", prompt_learner, self.optim, self.sched)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+
+    # ------------------------------------------------------------- training
+    def compute_loss(self, output, label):
+        """Training objective (cross-entropy on the class logits)."""
+        return F.cross_entropy(output, label)
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            output = self.model(image)
+            loss = self.compute_loss(output, label)
+        if self.scaler is not None:
+            self.detect_anomaly(loss)
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def state_dict(self):
+        state = super().state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+    # ----------------------------------------------------------- evaluation
+    def evaluation_context(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.autocast())
+        stack.enter_context(self.model.cached_text_features())
+        return stack
+
+    def model_inference(self, image):
+        with self.autocast():
+            return self.model(image).float()
+
+    # ---------------------------------------------------------- checkpoints
+    def map_checkpoint_keys(self, state_dict):
+        """Map an official checkpoint's keys to ours (identity by default)."""
+        return state_dict
+
+    def _load_weights(self, name, state_dict, path):
+        self._load_weights_into(self._models[name], state_dict, path)
+
+    def _load_weights_into(self, model, state_dict, path):
+        """Strictly load ``state_dict`` into ``model``; a mismatch names the keys."""
+        state_dict = {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+        state_dict = self.map_checkpoint_keys(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k not in self.IGNORED_CHECKPOINT_KEYS}
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        shape = sorted(k for k in set(expected) & set(state_dict)
+                       if tuple(expected[k].shape) != tuple(state_dict[k].shape))
+        if missing or unexpected or shape:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing[:5]}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected[:5]}")
+            if shape:
+                parts.append("shape mismatch " + ", ".join(
+                    f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in shape[:5]))
+            raise RuntimeError(
+                f"checkpoint {path} does not fit trainer {self.cfg.TRAINER.NAME} "
+                f"({self.num_classes} classes): " + "; ".join(parts)
+            )
+        model.load_state_dict(state_dict)
+
+
+def load_state_dict_file(path):
+    """The state dict in ``path``: a Dassl checkpoint's ``state_dict`` or a bare one."""
+    obj = load_checkpoint(path)
+    return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
