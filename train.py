@@ -165,8 +165,7 @@ def build_parser():
 
 
 # Errors caused by what the user gave us: reported as one line, exit code 2.
-USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError,
-               ValueError, RuntimeError)
+USER_ERRORS = (ConfigError, OSError, KeyError, ValueError, RuntimeError)
 
 
 def cli(argv=None):

@@ -287,7 +287,12 @@ class BenchmarkDataset(DatasetBase):
 
     def __init__(self, cfg):
         self.name = type(self).__name__
+        if not str(cfg.DATASET.ROOT).strip():
+            raise FileNotFoundError(
+                f"{self.name}: DATASET.ROOT is not set; pass --root /path/to/datasets (see docs/DATASETS.md)"
+            )
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        require_directory(self.root, "data root", self.name)
         self.dataset_dir = self.resolve_dataset_dir(cfg)
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
         self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIRNAME)

@@ -23,7 +23,7 @@ from dassl.data.datasets import DATASET_REGISTRY
 
 def downloadable_files(dataset_class):
     """``{file name: Google Drive id}`` of the files ``dataset_class`` can fetch."""
-    files = dict(dataset_class.extra_gdrive_files or {})
+    files = dict(getattr(dataset_class, "extra_gdrive_files", None) or {})
     if getattr(dataset_class, "split_gdrive_id", None):
         files[dataset_class.split_file] = dataset_class.split_gdrive_id
     return files

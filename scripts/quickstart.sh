@@ -25,7 +25,7 @@ run() {  # run OUTDIR ARGS...: skip finished runs, keep the console short
         echo "      results are available in ${dir}, skipping"
         return
     fi
-    ${PYTHON} train.py "$@" --output-dir "${dir}" > /dev/null
+    ${PYTHON} train.py --output-dir "${dir}" "$@" > /dev/null
     grep -E "^\* (accuracy|macro_f1)" "${dir}/log.txt" | sed 's/^/      /'
 }
 

@@ -1,0 +1,161 @@
+"""Bad input to train.py: one clear line on stderr naming the culprit, a
+non-zero exit, and nothing already on disk overwritten or lost."""
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_train
+
+pytestmark = pytest.mark.slow
+
+SMOKE_CFG = str(REPO / "configs/smoke/coop_tiny.yaml")
+EUROSAT_CFG = str(REPO / "configs/datasets/eurosat.yaml")
+
+
+def args_for(root, clip_path, out, *opts, flags=(), trainer="CoOp"):
+    return [*flags, "--root", root, "--seed", 1, "--trainer", trainer,
+            "--dataset-config-file", EUROSAT_CFG, "--config-file", SMOKE_CFG,
+            "--output-dir", out, "--backbone", clip_path,
+            "DATASET.NUM_SHOTS", 2, "TRAINER.COOP.N_CTX", 2, "TRAINER.COOP.PREC", "fp32",
+            "OPTIM.MAX_EPOCH", 1, *opts]
+
+
+def fails_with(proc, *fragments):
+    """Assert a non-zero exit whose last stderr line is one 'error: ...' line containing fragments."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr[-2000:]
+    for frag in fragments:
+        assert frag in last, f"{frag!r} not in {last!r}"
+    assert "Traceback" not in proc.stderr
+    return last
+
+
+def digest_tree(path):
+    """{relative path: sha256} of every file under ``path``."""
+    out = {}
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, eurosat_root, tiny_clip_path):
+    """A complete 1-epoch CoOp run: later bad commands pointed at it must leave it intact."""
+    out = str(tmp_path_factory.mktemp("runs") / "done")
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture
+def data_copy(tmp_path, eurosat_root):
+    dst = tmp_path / "data"
+    shutil.copytree(eurosat_root, dst)
+    shutil.rmtree(dst / "eurosat" / "split_fewshot", ignore_errors=True)
+    return dst
+
+
+def test_missing_data_root(tmp_path, tiny_clip_path):
+    missing = str(tmp_path / "nowhere")
+    fails_with(run_train(*args_for(missing, tiny_clip_path, str(tmp_path / "o"))), "data root", missing)
+
+
+def test_unset_data_root(tmp_path, tiny_clip_path):
+    args = args_for("", tiny_clip_path, str(tmp_path / "o"))
+    i = args.index("--root")
+    del args[i:i + 2]
+    fails_with(run_train(*args), "DATASET.ROOT is not set", "--root")
+
+
+def test_missing_split_file_names_fetch_command(tmp_path, tiny_clip_path, data_copy):
+    os.remove(data_copy / "eurosat" / "split_zhou_EuroSAT.json")
+    fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(tmp_path / "o"))),
+               "split_zhou_EuroSAT.json", "python -m datasets.fetch_splits")
+
+
+def test_split_pointing_at_missing_images(tmp_path, tiny_clip_path, data_copy):
+    victim = sorted((data_copy / "eurosat" / "2750").rglob("*.jpg"))[0]
+    os.remove(victim)
+    fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(tmp_path / "o"))), victim.name)
+
+
+def test_corrupt_image_is_named(tmp_path, tiny_clip_path, data_copy):
+    for img in (data_copy / "eurosat" / "2750").rglob("*.jpg"):
+        img.write_bytes(b"this is not a jpeg")
+    last = fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(tmp_path / "o"))))
+    assert str(data_copy) in last and ".jpg" in last
+
+
+def test_unknown_trainer_lists_close_match(tmp_path, eurosat_root, tiny_clip_path):
+    fails_with(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), trainer="CoOpp")),
+               "CoOpp", "did you mean: CoOp")
+
+
+def test_unknown_config_key_on_command_line(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    before = digest_tree(finished_run)
+    fails_with(run_train(*args_for(eurosat_root, tiny_clip_path, finished_run, "TRAINER.COOP.N_CTXX", 4)),
+               "TRAINER.COOP.N_CTXX", "TRAINER.COOP.N_CTX")
+    assert digest_tree(finished_run) == before
+
+
+def test_unknown_config_key_in_yaml_names_file(tmp_path, eurosat_root, tiny_clip_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(SMOKE_CFG).read_text() + "\nOPTIM2:\n  LR: 0.1\n")
+    args = args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"))
+    args[args.index("--config-file") + 1] = str(bad)
+    fails_with(run_train(*args), str(bad), "OPTIM2")
+
+
+def test_input_size_must_match_backbone(tmp_path, eurosat_root, tiny_clip_path):
+    fails_with(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "INPUT.SIZE", "(224, 224)")),
+               "INPUT.SIZE [224, 224]", "32x32")
+
+
+def test_num_shots_larger_than_a_class(tmp_path, eurosat_root, tiny_clip_path):
+    fails_with(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "DATASET.NUM_SHOTS", 50)),
+               "50 shots", "has only")
+
+
+def test_eval_only_without_checkpoint_never_trains(tmp_path, eurosat_root, tiny_clip_path):
+    empty = tmp_path / "empty_model_dir"
+    empty.mkdir()
+    out = tmp_path / "o"
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(out),
+                               flags=("--eval-only", "--model-dir", str(empty), "--load-epoch", 3)))
+    fails_with(proc, str(empty / "prompt_learner" / "model.pth.tar-3"))
+    assert "epoch [" not in proc.stdout
+    assert not (out / "results.json").exists()
+
+
+def test_eval_only_wrong_epoch_lists_epochs_present(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
+                               flags=("--eval-only", "--model-dir", finished_run, "--load-epoch", 7)))
+    fails_with(proc, "model.pth.tar-7", "epochs present: [1]")
+
+
+def test_corrupt_checkpoint_is_named_and_kept(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(finished_run, model_dir)
+    ckpt = model_dir / "prompt_learner" / "model.pth.tar-1"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    before = digest_tree(model_dir)
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
+                               flags=("--eval-only", "--model-dir", str(model_dir), "--load-epoch", 1)))
+    fails_with(proc, str(ckpt))
+    assert digest_tree(model_dir) == before
+
+
+def test_checkpoint_of_other_shape_names_keys(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "TRAINER.COOP.N_CTX", 3,
+                               flags=("--eval-only", "--model-dir", finished_run, "--load-epoch", 1)))
+    fails_with(proc, "ctx", "checkpoint (2, ", "model (3, ")
+
+
+def test_flag_after_opts_is_explained(tmp_path, eurosat_root, tiny_clip_path):
+    args = args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o")) + ["--eval-only"]
+    fails_with(run_train(*args), "--eval-only", "before")
