@@ -173,3 +173,39 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, eurosat_root, tiny_clip_path):
     args[args.index("TRAINER.COOP.PREC") + 1] = "bf16"
     ok(run_train(*args))
     assert read_results(out)["metrics"]["total"] > 0
+
+
+class ReleasedSchedulerStandIn:
+    """Pickled into a checkpoint the way the original Dassl pickles its scheduler.
+    Unpickling it must never run this code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __setstate__(self, state):
+        Path(state["marker"]).write_text("code from a checkpoint ran")
+
+
+def test_released_coop_checkpoint_evaluates(tmp_path, coop_last, eurosat_root, tiny_clip_path):
+    """An official-style CoOp checkpoint (token_prefix/suffix saved, a pickled
+    scheduler object) evaluates like ours, and no code from it runs."""
+    ours = torch.load(Path(coop_last, "prompt_learner/model.pth.tar-2"), weights_only=True)
+    marker = tmp_path / "ran.txt"
+    n_cls = read_results(coop_last)["num_classes"]
+    released = {
+        "state_dict": {"ctx": ours["state_dict"]["ctx"],
+                       "token_prefix": torch.zeros(n_cls, 1, 64), "token_suffix": torch.zeros(n_cls, 72, 64)},
+        "epoch": 2, "optimizer": None, "val_result": None,
+        "scheduler": {"successor": ReleasedSchedulerStandIn(str(marker)), "last_epoch": 2},
+    }
+    model_dir = tmp_path / "released"
+    (model_dir / "prompt_learner").mkdir(parents=True)
+    torch.save(released, model_dir / "prompt_learner" / "model.pth.tar-2")
+    out = str(tmp_path / "eval")
+    # The class is importable in the child, so an unsafe loader would run its code.
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, flags=(
+        "--eval-only", "--model-dir", str(model_dir), "--load-epoch", 2)),
+        env={"PYTHONPATH": str(Path(__file__).parent)}))
+    assert "inert placeholders" in proc.stdout
+    assert not marker.exists()
+    assert read_results(out)["metrics"]["accuracy"] == read_results(coop_last)["metrics"]["accuracy"]

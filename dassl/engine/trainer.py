@@ -25,6 +25,7 @@ from dassl.utils import (
     AverageMeter,
     MetricMeter,
     load_checkpoint,
+    load_released_checkpoint,
     mkdir_if_missing,
     save_checkpoint,
     tolist_if_not,
@@ -92,6 +93,8 @@ class TrainerBase:
         self._scheds = OrderedDict()
         self._writer = None
         self.best_result = -np.inf
+        # Epoch count of the weights currently in the models (None: untrained).
+        self.model_epoch = None
 
     # ------------------------------------------------------------------ models
     def register_model(self, name="model", model=None, optim=None, sched=None):
@@ -199,6 +202,7 @@ class TrainerBase:
             trainer_state = trainer_state or ckpt.get("trainer_state")
         if trainer_state is not None:
             self.load_state_dict(trainer_state)
+        self.model_epoch = epoch
         print(f"Previous epoch: {epoch}")
         return epoch
 
@@ -223,10 +227,11 @@ class TrainerBase:
                 present = list_epoch_checkpoints(osp.join(directory, name))
                 hint = f"; epochs present: {present}" if present else ""
                 raise FileNotFoundError(f'Model not found at "{path}"{hint}')
-            ckpt = load_checkpoint(path)
+            ckpt = load_released_checkpoint(path)
             val = ckpt.get("val_result")
             val_txt = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
             print(f'Load "{path}" to {name} (epoch={ckpt.get("epoch")}{val_txt})')
+            self.model_epoch = ckpt.get("epoch")
             self._load_weights(name, ckpt["state_dict"], path)
 
     def _load_weights(self, name, state_dict, path):
@@ -404,6 +409,7 @@ class SimpleTrainer(TrainerBase):
         # unless Dassl's CHECKPOINT_FREQ rule keeps it: a finished run has exactly
         # Dassl's files, an interrupted one loses less than an epoch.
         self.save_model(self.epoch, self.output_dir)
+        self.model_epoch = self.epoch + 1
         previous = self.epoch  # 1-based file suffix of the epoch before this one
         if previous >= 1 and not (freq > 0 and previous % freq == 0):
             for name in self.get_model_names():
@@ -479,7 +485,7 @@ class SimpleTrainer(TrainerBase):
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
             "split": self.last_results["split"] if self.last_results else None,
             "metrics": metrics,
-            "epoch": int(self.epoch + 1) if self.max_epoch else 0,
+            "epoch": self.model_epoch,
             "max_epoch": int(self.max_epoch),
             "final_model": cfg.TEST.FINAL_MODEL,
             "num_classes": int(self.num_classes),

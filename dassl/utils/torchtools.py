@@ -24,6 +24,7 @@ __all__ = [
     "atomic_torch_save",
     "save_checkpoint",
     "load_checkpoint",
+    "load_released_checkpoint",
     "resume_from_checkpoint",
     "open_all_layers",
     "open_specified_layers",
@@ -107,6 +108,90 @@ def load_checkpoint(fpath, weights_only=True):
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
     except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError, OSError) as error:
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+
+
+class InertObject:
+    """Placeholder for a pickled object whose class :func:`load_released_checkpoint`
+    refuses to import. It records the pickled arguments/state and runs no code of
+    the original class."""
+
+    def __init__(self, *args, **kwargs):
+        self.pickled_args = args
+
+    def __setstate__(self, state):
+        self.pickled_state = state
+
+    def __repr__(self):
+        return f"<inert {type(self).__name__}>"
+
+
+_INERT_CLASSES = {}
+
+
+def _inert_class(qualname):
+    if qualname not in _INERT_CLASSES:
+        _INERT_CLASSES[qualname] = type(qualname, (InertObject,), {"__module__": __name__})
+    return _INERT_CLASSES[qualname]
+
+
+def _safe_globals():
+    """The globals ``torch.load(weights_only=True)`` allows (tensor rebuilders, dtypes, ...)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        return dict(_get_allowed_globals())
+    except (ImportError, AttributeError):  # a torch without that helper: the essentials
+        import collections
+        import torch._utils as tu
+        return {
+            "collections.OrderedDict": collections.OrderedDict,
+            "torch._utils._rebuild_tensor_v2": tu._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": tu._rebuild_parameter,
+            "torch.Size": torch.Size,
+        }
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Resolves only torch's weights-only globals; every other class becomes inert."""
+
+    def find_class(self, module, name):
+        key = f"{module}.{name}"
+        allowed = _safe_globals()
+        if key in allowed:
+            return allowed[key]
+        return _inert_class(key)
+
+
+def _inert_pickle_module():
+    import types
+
+    module = types.ModuleType("dassl_inert_pickle")
+    module.Unpickler = _InertUnpickler
+    module.load = lambda f, **kw: _InertUnpickler(f, **kw).load()
+    module.__dict__.update({k: getattr(pickle, k) for k in ("UnpicklingError", "HIGHEST_PROTOCOL")})
+    return module
+
+
+def load_released_checkpoint(fpath):
+    """Load a checkpoint that may come from elsewhere (e.g. weights released with
+    the original CoOp/MaPLe code) without running any code from it.
+
+    Tries :func:`load_checkpoint` first. Checkpoints saved by the original Dassl
+    pickle their LR scheduler object, which safe loading refuses; for those, the
+    tensors and plain data load normally and every other object is replaced by an
+    inert placeholder (enough for evaluation: the weights are plain tensors).
+    """
+    try:
+        return load_checkpoint(fpath)
+    except RuntimeError as error:
+        if "safe loading refuses" not in str(error):
+            raise
+    try:
+        ckpt = torch.load(fpath, map_location="cpu", weights_only=False, pickle_module=_inert_pickle_module())
+    except Exception as error:  # noqa: BLE001 - any failure here means unreadable bytes
+        raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+    print(f'Note: "{fpath}" holds non-tensor Python objects (e.g. a pickled scheduler); '
+          "they were replaced by inert placeholders")
+    return ckpt
 
 
 def _first_line(error):
