@@ -11,6 +11,7 @@ import argparse
 import difflib
 import os
 import sys
+import traceback
 
 import torch
 
@@ -18,7 +19,7 @@ import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.utils import collect_env_info, set_random_seed, setup_logger, write_to_log_file
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,7 @@ def _all_keys(node, prefix=""):
 
 def _unknown_key_error(cfg, err, source):
     """Turn yacs' KeyError into a one-line message naming the source and close keys."""
-    msg = str(err).strip("'\"")
+    msg = str(err.args[0]) if err.args else str(err)
     key = msg.split(":", 1)[-1].strip() if "Non-existent config key" in msg else msg
     close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
@@ -125,8 +126,15 @@ def main(args):
 
     trainer = build_trainer(cfg)
     if args.eval_only:
+        trained = [n for n in trainer.get_model_names() if trainer._optims[n] is not None]
+        if not args.model_dir and trained:
+            raise ConfigError(
+                f"--eval-only needs --model-dir: trainer {cfg.TRAINER.NAME} has trainable weights "
+                f"({', '.join(trained)}) and would be evaluated untrained"
+            )
         epoch = None if args.best else args.load_epoch
         trainer.load_model(args.model_dir, epoch=epoch)
+        trainer.set_aside_previous_results()
         trainer.test()
         trainer.write_results()
         return
@@ -176,10 +184,26 @@ def cli(argv=None):
     except USER_ERRORS as err:
         if args.debug or os.environ.get("PROMPTCLIP_DEBUG"):
             raise
-        msg = str(err).strip().strip("'\"").splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        log = write_to_log_file(traceback.format_exc())
+        where = f" (traceback in {log})" if log else ""
+        print(f"error: {error_line(err)}{where}", file=sys.stderr)
         return 2
     return 0
+
+
+def error_line(err):
+    """One line that names the culprit of ``err``.
+
+    DataLoader workers re-raise as "Caught X in DataLoader worker process N."
+    followed by the original traceback, whose last line has the message.
+    """
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Caught ") and len(lines) > 1:
+        return lines[-1]
+    return lines[0]
 
 
 if __name__ == "__main__":

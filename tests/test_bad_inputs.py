@@ -159,3 +159,35 @@ def test_checkpoint_of_other_shape_names_keys(tmp_path, finished_run, eurosat_ro
 def test_flag_after_opts_is_explained(tmp_path, eurosat_root, tiny_clip_path):
     args = args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o")) + ["--eval-only"]
     fails_with(run_train(*args), "--eval-only", "before")
+
+
+def test_eval_only_without_model_dir_refuses_untrained_model(tmp_path, eurosat_root, tiny_clip_path):
+    out = tmp_path / "o"
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(out), flags=("--eval-only",)))
+    fails_with(proc, "--eval-only needs --model-dir", "CoOp")
+    assert not (out / "results.json").exists()
+
+
+def test_corrupt_image_named_with_worker_processes(tmp_path, tiny_clip_path, data_copy):
+    for img in (data_copy / "eurosat" / "2750").rglob("*.jpg"):
+        img.write_bytes(b"this is not a jpeg")
+    last = fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(tmp_path / "o"),
+                                          "DATALOADER.NUM_WORKERS", 2)))
+    assert str(data_copy) in last and ".jpg" in last and "worker" not in last
+
+
+def test_resume_with_changed_config_names_the_keys(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    out = tmp_path / "o"
+    shutil.copytree(finished_run, out)
+    before = digest_tree(out)
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(out), "OPTIM.LR", 0.5))
+    fails_with(proc, "different config", "OPTIM.LR: 0.02 -> 0.5")
+    after = digest_tree(out)
+    assert {k: v for k, v in after.items() if not k.startswith("log.txt")} == \
+        {k: v for k, v in before.items() if not k.startswith("log.txt")}
+
+
+def test_ctx_init_that_splits_into_more_tokens(tmp_path, eurosat_root, tiny_clip_path):
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
+                               "TRAINER.COOP.CTX_INIT", "a_photograph_of_xylophones"))
+    fails_with(proc, "CTX_INIT 'a photograph of xylophones'", "BPE token")

@@ -125,9 +125,9 @@ def test_cached_text_features_give_identical_logits(clip_model):
     with torch.no_grad():
         plain = torch.cat([model(x[:3]), model(x[3:])])
         with model.cached_text_features():
-            assert model._text_cache is not None
+            assert model._cache is not None
             cached = torch.cat([model(x[:3]), model(x[3:])])
-    assert model._text_cache is None
+    assert model._cache is None
     assert torch.equal(plain, cached)
 
 

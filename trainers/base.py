@@ -19,7 +19,7 @@ import clip
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer, build_lr_scheduler
-from dassl.utils import count_num_param, load_checkpoint
+from dassl.utils import count_num_param, load_released_checkpoint, state_dict_of, strip_module_prefix
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
@@ -76,7 +76,7 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         self.prompt_learner = prompt_learner
         self.clip_model = clip_model
-        self._text_cache = None
+        self._cache = None
 
     @property
     def dtype(self):
@@ -97,23 +97,25 @@ class PromptedCLIP(nn.Module):
         return F.normalize(feats, dim=-1)
 
     def forward(self, image):
-        prompts = self.prompt_learner()
-        if self._text_cache is not None:
-            text = self._text_cache
+        if self._cache is not None:
+            prompts, text = self._cache
         else:
+            prompts = self.prompt_learner()
             text = self.encode_text(prompts)
         img = self.encode_image(image, prompts)
         return self.clip_model.logit_scale.exp() * img @ text.t().type(img.dtype)
 
     @contextlib.contextmanager
     def cached_text_features(self):
-        """Compute the class text features once for the duration of the block."""
+        """Build the prompts and encode the class texts once for the whole block
+        (an evaluation pass); every batch inside reuses them."""
         with torch.no_grad():
-            self._text_cache = self.encode_text(self.prompt_learner())
+            prompts = self.prompt_learner()
+            self._cache = (prompts, self.encode_text(prompts))
         try:
             yield
         finally:
-            self._text_cache = None
+            self._cache = None
 
 
 class ClipPromptTrainer(TrainerX):
@@ -126,9 +128,16 @@ class ClipPromptTrainer(TrainerX):
     """
 
     CFG_NODE = None
+    # Name the trainable module is registered (and its checkpoint folder named)
+    # under, and whether its keys carry "prompt_learner.": both as in the
+    # official repository, so its released weights load from --model-dir.
+    MODEL_NAME = "prompt_learner"
+    PREFIXED_KEYS = False
     # Keys of official checkpoints that are derived from the class names (and
     # therefore rebuilt, not loaded).
     IGNORED_CHECKPOINT_KEYS = ("token_prefix", "token_suffix")
+    # Official trainers that register the whole model also save the frozen CLIP.
+    FROZEN_KEY_PREFIXES = ("image_encoder.", "text_encoder.", "logit_scale")
 
     @staticmethod
     def extend_cfg(cfg):
@@ -182,24 +191,30 @@ class ClipPromptTrainer(TrainerX):
         print("Turning off gradients in both the image and the text encoder")
         for p in self.model.clip_model.parameters():
             p.requires_grad_(False)
-        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        print(f"Parameters to be updated: {len(trainable)} tensors")
+        trainable = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
+        shown = trainable if len(trainable) <= 12 else trainable[:12] + [f"... ({len(trainable)} tensors)"]
+        print(f"Parameters to be updated: {shown}")
         print(f"# trainable params: {count_num_param(prompt_learner):,}")
 
+        # The module that is registered, optimised and checkpointed.
+        registered = prompt_learner
+        if self.PREFIXED_KEYS:
+            registered = nn.Module()
+            registered.prompt_learner = prompt_learner
         if cfg.MODEL.INIT_WEIGHTS:
-            self._load_weights_into(prompt_learner, load_state_dict_file(cfg.MODEL.INIT_WEIGHTS),
+            self._load_weights_into(registered, state_dict_of(load_released_checkpoint(cfg.MODEL.INIT_WEIGHTS)),
                                     cfg.MODEL.INIT_WEIGHTS)
         if self.precision == "fp16":
             self.model.half()
         self.model.to(self.device)
 
         self.prompt_learner = prompt_learner
-        if any(p.requires_grad for p in prompt_learner.parameters()):
+        if trainable:
             self.optim = build_optimizer(prompt_learner, cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         else:
             self.optim = self.sched = None
-        self.register_model("prompt_learner", prompt_learner, self.optim, self.sched)
+        self.register_model(self.MODEL_NAME, registered, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
 
     # ------------------------------------------------------------- training
@@ -240,11 +255,10 @@ class ClipPromptTrainer(TrainerX):
             self.scaler.load_state_dict(state["scaler"])
 
     # ----------------------------------------------------------- evaluation
+    @contextlib.contextmanager
     def evaluation_context(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.autocast())
-        stack.enter_context(self.model.cached_text_features())
-        return stack
+        with self.autocast(), self.model.cached_text_features():
+            yield
 
     def model_inference(self, image):
         with self.autocast():
@@ -260,9 +274,12 @@ class ClipPromptTrainer(TrainerX):
 
     def _load_weights_into(self, model, state_dict, path):
         """Strictly load ``state_dict`` into ``model``; a mismatch names the keys."""
-        state_dict = {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-        state_dict = self.map_checkpoint_keys(state_dict)
-        state_dict = {k: v for k, v in state_dict.items() if k not in self.IGNORED_CHECKPOINT_KEYS}
+        state_dict = self.map_checkpoint_keys(dict(strip_module_prefix(state_dict)))
+        state_dict = {
+            k: v for k, v in state_dict.items()
+            if k.rsplit(".", 1)[-1] not in self.IGNORED_CHECKPOINT_KEYS
+            and not k.startswith(self.FROZEN_KEY_PREFIXES)
+        }
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
@@ -283,9 +300,3 @@ class ClipPromptTrainer(TrainerX):
                 f"({self.num_classes} classes): " + "; ".join(parts)
             )
         model.load_state_dict(state_dict)
-
-
-def load_state_dict_file(path):
-    """The state dict in ``path``: a Dassl checkpoint's ``state_dict`` or a bare one."""
-    obj = load_checkpoint(path)
-    return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj

@@ -6,7 +6,8 @@ from yacs.config import CfgNode as CN
 from clip.simple_tokenizer import SimpleTokenizer
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import ClipPromptTrainer, PromptSet, tokenize_prompts
+from .base import ClipPromptTrainer, PromptSet
+from .prompting import ClassPromptTemplate, init_text_context
 
 _tokenizer = SimpleTokenizer()
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -53,49 +54,40 @@ class CoOpPromptLearner(nn.Module):
         super().__init__()
         ccfg = cfg.TRAINER.COOP
         n_cls = len(classnames)
-        n_ctx = ccfg.N_CTX
-        ctx_init = ccfg.CTX_INIT
-        ctx_dim = clip_model.ln_final.weight.shape[0]
-
-        if ctx_init:
-            ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(ctx_init.split(" "))
-            with torch.no_grad():
-                embedding = clip_model.token_embedding(tokenize_prompts([ctx_init]))
-            ctx_vectors = embedding[0, 1:1 + n_ctx, :].clone()
-            prompt_prefix = ctx_init
-        else:
-            shape = (n_cls, n_ctx, ctx_dim) if ccfg.CSC else (n_ctx, ctx_dim)
-            print("Initializing class-specific contexts" if ccfg.CSC else "Initializing a generic context")
-            ctx_vectors = torch.empty(*shape)
-            nn.init.normal_(ctx_vectors, std=0.02)
+        if ccfg.CSC and not ccfg.CTX_INIT:
+            print("Initializing class-specific contexts")
+            n_ctx = ccfg.N_CTX
+            ctx = torch.empty(n_cls, n_ctx, clip_model.text_width)
+            nn.init.normal_(ctx, std=0.02)
             prompt_prefix = " ".join(["X"] * n_ctx)
+        else:
+            if ccfg.CSC:
+                print("TRAINER.COOP.CSC is ignored with CTX_INIT: one context shared by all classes "
+                      "is initialised from the words (as in the official code)")
+            ctx, prompt_prefix, n_ctx = init_text_context(clip_model, ccfg.N_CTX, ccfg.CTX_INIT, rule="coop")
         print(f'Initial context: "{prompt_prefix}"')
         print(f"Number of context words (tokens): {n_ctx}")
-        self.ctx = nn.Parameter(ctx_vectors)
-
-        classnames = [name.replace("_", " ") for name in classnames]
-        name_lens = [len(_tokenizer.encode(name)) for name in classnames]
-        tokens = tokenize_prompts([f"{prompt_prefix} {name}." for name in classnames])
-        with torch.no_grad():
-            embedding = clip_model.token_embedding(tokens)
-        self.register_buffer("token_prefix", embedding[:, :1, :], persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:, :], persistent=False)
-        self.register_buffer("eot_indices", tokens.argmax(dim=-1), persistent=False)
+        self.ctx = nn.Parameter(ctx)
+        self.template = ClassPromptTemplate(clip_model, classnames, prompt_prefix, n_ctx)
+        name_lens = [len(_tokenizer.encode(name.replace("_", " "))) for name in classnames]
         self.position = ccfg.CLASS_TOKEN_POSITION
-        order = class_token_order(n_ctx, name_lens, tokens.shape[1], self.position)
+        order = class_token_order(n_ctx, name_lens, self.template.tokenized_prompts.shape[1], self.position)
         self.register_buffer("order", order, persistent=False)
         self.n_cls, self.n_ctx = n_cls, n_ctx
-        self.tokenized_prompts = tokens
+
+    @property
+    def token_prefix(self):
+        return self.template.token_prefix
+
+    @property
+    def token_suffix(self):
+        return self.template.token_suffix
 
     def forward(self):
-        ctx = self.ctx
-        if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        prompts = torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+        prompts = self.template(self.ctx)
         if self.position != "end":
             prompts = prompts.gather(1, self.order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
-        return PromptSet(prompts, self.eot_indices)
+        return PromptSet(prompts, self.template.eot_indices)
 
 
 @TRAINER_REGISTRY.register()

@@ -77,5 +77,6 @@ class ZeroshotCLIP(ClipPromptTrainer):
 
     def train(self):
         print("ZeroshotCLIP has no parameters to train: running the final test")
+        self.set_aside_previous_results()
         self.test()
         self.write_results()

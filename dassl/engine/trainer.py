@@ -76,6 +76,35 @@ def list_epoch_checkpoints(model_dir):
     return sorted(epochs)
 
 
+# Config keys that do not change what is trained (where it runs, how it is
+# logged or evaluated): a resumed run may change them.
+RUN_ONLY_KEYS = ("OUTPUT_DIR", "RESUME", "DEVICE", "USE_CUDA", "VERBOSE", "DATASET.ROOT",
+                 "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "TEST.")
+
+
+def training_config(cfg):
+    """Flat ``{key: repr(value)}`` of the config keys that define a training run."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            full = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, full + ".")
+            elif not any(full == k or (k.endswith(".") and full.startswith(k)) for k in RUN_ONLY_KEYS):
+                flat[full] = repr(value)
+
+    walk(cfg, "")
+    return flat
+
+
+def config_differences(saved, current):
+    """``["KEY: saved -> current", ...]`` for the keys whose values differ."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k, '<unset>')} -> {current.get(k, '<unset>')}"
+            for k in keys if saved.get(k) != current.get(k)]
+
+
 class TrainerBase:
     """Base class of every trainer: owns the registered models with their
     optimizers/schedulers, checkpoint IO and the epoch loop.
@@ -141,8 +170,12 @@ class TrainerBase:
 
     # ------------------------------------------------------------ loop state
     def state_dict(self):
-        """Loop state outside the models: RNG streams and best validation result."""
-        return {"rng": capture_rng_state(), "best_result": float(self.best_result)}
+        """Loop state outside the models: RNG streams, best validation result and
+        the training config the checkpoint belongs to."""
+        state = {"rng": capture_rng_state(), "best_result": float(self.best_result)}
+        if getattr(self, "cfg", None) is not None:
+            state["config"] = training_config(self.cfg)
+        return state
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` captured."""
@@ -189,6 +222,15 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
+        first = osp.join(directory, self.get_model_names()[0], f"model.pth.tar-{epoch}")
+        saved_cfg = (load_checkpoint(first).get("trainer_state") or {}).get("config")
+        if saved_cfg is not None and getattr(self, "cfg", None) is not None:
+            changed = config_differences(saved_cfg, training_config(self.cfg))
+            if changed:
+                raise RuntimeError(
+                    f"{directory} holds checkpoints of a different config ({'; '.join(changed[:4])}); "
+                    "use a new --output-dir, or delete its checkpoints to start over"
+                )
         trainer_state = None
         for name in self.get_model_names():
             path = osp.join(directory, name, f"model.pth.tar-{epoch}")
@@ -390,9 +432,18 @@ class SimpleTrainer(TrainerBase):
     def train(self):
         super().train(self.start_epoch, self.max_epoch)
 
+    def set_aside_previous_results(self):
+        """Rename an earlier results.json to results.json.prev, so that only a run
+        that finishes marks the directory complete (sweeps skip complete runs)."""
+        path = osp.join(self.output_dir, "results.json")
+        if osp.exists(path):
+            os.replace(path, path + ".prev")
+            print(f"Moved the previous {path} to results.json.prev")
+
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
+        self.set_aside_previous_results()
         self.init_writer(osp.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 

@@ -5,7 +5,7 @@ import time
 
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger", "close_logger"]
+__all__ = ["Logger", "setup_logger", "close_logger", "write_to_log_file"]
 
 
 class Logger:
@@ -103,3 +103,13 @@ def setup_logger(output=None, tee_stderr=True):
         _active_loggers["stderr"] = stderr_logger
         sys.stderr = stderr_logger
     return fpath
+
+
+def write_to_log_file(text):
+    """Append ``text`` to the active log file only (not the console); return its path or None."""
+    logger = _active_loggers.get("stdout")
+    if logger is None or not logger._file_is_open():
+        return None
+    logger.file.write(text)
+    logger.file.flush()
+    return logger.file.name

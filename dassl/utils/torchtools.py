@@ -25,6 +25,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_released_checkpoint",
+    "strip_module_prefix",
+    "state_dict_of",
     "resume_from_checkpoint",
     "open_all_layers",
     "open_specified_layers",
@@ -43,12 +45,19 @@ def atomic_torch_save(obj, fpath):
         torch.save(obj, handle)
 
 
-def _strip_module_prefix(state_dict):
+def strip_module_prefix(state_dict):
     """Drop the "module." prefix that nn.DataParallel adds to parameter names."""
     return OrderedDict(
         (key[len("module."):] if key.startswith("module.") else key, value)
         for key, value in state_dict.items()
     )
+
+
+def state_dict_of(checkpoint):
+    """The weights in a loaded checkpoint: its ``state_dict`` entry, or the dict itself."""
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        return checkpoint["state_dict"]
+    return checkpoint
 
 
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
@@ -60,7 +69,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     """
     state = dict(state)
     if remove_module_from_keys and "state_dict" in state:
-        state["state_dict"] = _strip_module_prefix(state["state_dict"])
+        state["state_dict"] = strip_module_prefix(state["state_dict"])
 
     fname = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, fname)
@@ -273,11 +282,10 @@ def load_pretrained_weights(model, weight_path):
     Accepts a bare state dict or a checkpoint with a ``state_dict`` entry; "module." prefixes
     are ignored. Warns when nothing matches and prints the names of skipped weights.
     """
-    checkpoint = load_checkpoint(weight_path)
-    state_dict = checkpoint.get("state_dict", checkpoint)
+    state_dict = state_dict_of(load_checkpoint(weight_path))
     model_state = model.state_dict()
     matched, discarded = OrderedDict(), []
-    for key, value in _strip_module_prefix(state_dict).items():
+    for key, value in strip_module_prefix(state_dict).items():
         if key in model_state and model_state[key].size() == value.size():
             matched[key] = value
         else:

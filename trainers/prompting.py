@@ -1,0 +1,141 @@
+"""Prompting pieces shared by the methods: the class-prompt template with its
+learnable context, and the per-layer hook that puts deep prompts into CLIP.
+
+Deep-prompt semantics (those of the official MaPLe/IVLP/VPT code): layer 0's
+prompts enter with the input (text: context tokens right after SOS; vision:
+tokens appended after [CLS, patches]); for each layer ``1 <= i < depth`` the
+hook overwrites the prompt positions with that layer's own prompts before the
+block runs; from layer ``depth`` on, the prompt positions carry the previous
+layer's outputs.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from clip.simple_tokenizer import SimpleTokenizer
+
+from .base import tokenize_prompts
+
+_tokenizer = SimpleTokenizer()
+
+
+def init_text_context(clip_model, n_ctx, ctx_init, rule="maple"):
+    """Initial context vectors and the prompt prefix they stand for.
+
+    ``rule="maple"`` (MaPLe, IVLP): with CTX_INIT and ``n_ctx <= 4`` the context
+    is the embedding of CTX_INIT's first ``n_ctx`` tokens and the prefix is the
+    whole CTX_INIT (so "a photo of a" with 2 contexts learns "a photo" and keeps
+    "of a" fixed in the template); otherwise N(0, 0.02) and "X X ...".
+    ``rule="coop"`` (CoOp, CoCoOp): with CTX_INIT, ``n_ctx`` becomes its number
+    of words. Returns ``(ctx (n_ctx, D), prompt_prefix, n_ctx)``.
+    """
+    width = clip_model.text_width
+    ctx_init = (ctx_init or "").replace("_", " ")
+    use_init = bool(ctx_init) and (rule == "coop" or n_ctx <= 4)
+    if use_init:
+        n_tokens = len(_tokenizer.encode(ctx_init))
+        if rule == "coop":
+            n_ctx = len(ctx_init.split(" "))
+        if n_tokens < n_ctx or (rule == "coop" and n_tokens != n_ctx):
+            # Otherwise some context would be initialised from end-of-text/padding
+            # embeddings, or a word's extra BPE tokens would sit among the class tokens.
+            raise ValueError(
+                f"CTX_INIT {ctx_init!r} is {n_tokens} BPE token(s) for {n_ctx} context vector(s); "
+                "use words that are one token each, or change N_CTX"
+            )
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokenize_prompts([ctx_init]))
+        return embedding[0, 1:1 + n_ctx, :].clone(), ctx_init, n_ctx
+    ctx = torch.empty(n_ctx, width)
+    nn.init.normal_(ctx, std=0.02)
+    return ctx, " ".join(["X"] * n_ctx), n_ctx
+
+
+class ClassPromptTemplate(nn.Module):
+    """The token embeddings of "``prefix`` ``class name``." for every class, with
+    the ``n_ctx`` positions after SOS left for learnable context.
+
+    Buffers are derived from the class names and not checkpointed.
+    """
+
+    def __init__(self, clip_model, classnames, prompt_prefix, n_ctx):
+        super().__init__()
+        names = [name.replace("_", " ") for name in classnames]
+        tokens = tokenize_prompts([f"{prompt_prefix} {name}." for name in names])
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokens)
+        self.register_buffer("token_prefix", embedding[:, :1, :], persistent=False)
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:, :], persistent=False)
+        self.register_buffer("eot_indices", tokens.argmax(dim=-1), persistent=False)
+        self.n_cls, self.n_ctx = len(names), n_ctx
+        self.tokenized_prompts = tokens
+
+    def forward(self, ctx):
+        """(n_ctx, D) shared or (n_cls, n_ctx, D) per-class context -> (n_cls, L, D)."""
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+
+    def per_instance(self, ctx):
+        """(B, n_ctx, D) instance-specific context -> (B * n_cls, L, D) prompts and
+        their (B * n_cls,) EOT positions, image-major (rows b*n_cls .. (b+1)*n_cls-1)."""
+        b = ctx.shape[0]
+        ctx = ctx.to(self.token_prefix.dtype).unsqueeze(1).expand(-1, self.n_cls, -1, -1)
+        prefix = self.token_prefix.unsqueeze(0).expand(b, -1, -1, -1)
+        suffix = self.token_suffix.unsqueeze(0).expand(b, -1, -1, -1)
+        prompts = torch.cat([prefix, ctx, suffix], dim=2).flatten(0, 1)
+        return prompts, self.eot_indices.repeat(b)
+
+
+class DeepPromptHook:
+    """Per-layer hook replacing the prompt positions with layer-specific prompts.
+
+    ``layer_prompts[j]`` (each (P, D)) is used at block ``j + 1``; blocks past
+    the list keep what the previous block produced at those positions.
+    ``where="text"`` puts them right after SOS (positions 1..P), ``"vision"`` at
+    the last P positions (after [CLS, patches]).
+    """
+
+    def __init__(self, layer_prompts: Sequence[torch.Tensor], where: str):
+        if where not in ("text", "vision"):
+            raise ValueError(f"DeepPromptHook: where must be 'text' or 'vision', got {where!r}")
+        self.layer_prompts = list(layer_prompts)
+        self.where = where
+
+    def __call__(self, i, x, block):
+        if 1 <= i <= len(self.layer_prompts):
+            x = splice_prompts(x, self.layer_prompts[i - 1], self.where)
+        return block(x)
+
+
+def splice_prompts(x, prompts, where):
+    """Replace the prompt positions of ``x`` (N, L, D) by ``prompts`` ((P, D) or (N, P, D))."""
+    p = prompts.shape[-2]
+    if p == 0:
+        return x
+    if prompts.dim() == 2:
+        prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+    prompts = prompts.to(x.dtype)
+    if where == "text":
+        return torch.cat([x[:, :1], prompts, x[:, 1 + p:]], dim=1)
+    return torch.cat([x[:, :-p], prompts], dim=1)
+
+
+def normal_prompts(n_layers, n_tokens, width, std=0.02):
+    """``n_layers`` learnable (n_tokens, width) prompts, N(0, std) initialised."""
+    params = nn.ParameterList()
+    for _ in range(n_layers):
+        p = torch.empty(n_tokens, width)
+        nn.init.normal_(p, std=std)
+        params.append(nn.Parameter(p))
+    return params
+
+
+def require_vit(clip_model, trainer_name, backbone):
+    """Deep prompts need a ViT image encoder: fail clearly on a ResNet."""
+    if not clip_model.is_vit:
+        raise ValueError(
+            f"trainer {trainer_name} prompts the vision transformer and needs a ViT backbone; "
+            f"MODEL.BACKBONE.NAME {backbone} is a ResNet"
+        )
