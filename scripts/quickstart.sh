@@ -17,7 +17,7 @@ CLIP="${ASSETS}/tiny_clip.pt"
 DATA="${ASSETS}/data"
 
 common=(--root "${DATA}" --dataset-config-file configs/datasets/eurosat.yaml
-        --config-file configs/smoke/coop_tiny.yaml --backbone "${CLIP}")
+        --config-file configs/smoke/tiny_clip.yaml --backbone "${CLIP}")
 
 run() {  # run OUTDIR ARGS...: skip finished runs, keep the console short
     local dir=$1; shift

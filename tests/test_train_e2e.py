@@ -16,7 +16,7 @@ from conftest import REPO, run_train
 
 pytestmark = pytest.mark.slow
 
-SMOKE_CFG = str(REPO / "configs/smoke/coop_tiny.yaml")
+SMOKE_CFG = str(REPO / "configs/smoke/tiny_clip.yaml")
 EUROSAT_CFG = str(REPO / "configs/datasets/eurosat.yaml")
 
 

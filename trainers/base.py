@@ -40,6 +40,21 @@ class PromptSet:
     text_hook: Optional[Callable] = None
     vision_prompts: Optional[torch.Tensor] = None
     vision_hook: Optional[Callable] = None
+    # True when the text side has nothing trainable: its features are then
+    # encoded once and reused for every step.
+    static_text: bool = False
+
+
+def encode_class_texts(clip_model, embeddings, eot_indices, hook=None):
+    """L2-normalised text features of token ``embeddings`` (N, L, D).
+
+    The sequences are cut after the last end-of-text token: under the causal
+    mask no position up to an EOT attends to anything after it, so the features
+    are the same and the (often 77 -> ~20 tokens) shorter sequences are cheaper.
+    """
+    length = int(eot_indices.max()) + 1
+    feats = clip_model.encode_text_embeddings(embeddings[:, :length], eot_indices, hook=hook)
+    return F.normalize(feats, dim=-1)
 
 
 def load_clip_model(cfg):
@@ -77,17 +92,23 @@ class PromptedCLIP(nn.Module):
         self.prompt_learner = prompt_learner
         self.clip_model = clip_model
         self._cache = None
+        self._static_text = None
 
     @property
     def dtype(self):
         return self.clip_model.dtype
 
     def encode_text(self, prompts: PromptSet):
-        """L2-normalised class text features (n_cls, E)."""
-        feats = self.clip_model.encode_text_embeddings(
-            prompts.text_embeddings, prompts.eot_indices, hook=prompts.text_hook
-        )
-        return F.normalize(feats, dim=-1)
+        """L2-normalised class text features (n_cls, E); fixed texts are encoded once."""
+        if not prompts.static_text:
+            return encode_class_texts(self.clip_model, prompts.text_embeddings, prompts.eot_indices,
+                                      prompts.text_hook)
+        device = prompts.text_embeddings.device
+        if self._static_text is None or self._static_text.device != device:
+            with torch.no_grad():
+                self._static_text = encode_class_texts(self.clip_model, prompts.text_embeddings,
+                                                       prompts.eot_indices, prompts.text_hook)
+        return self._static_text
 
     def encode_image(self, image, prompts: PromptSet):
         """L2-normalised image features (N, E)."""
@@ -158,6 +179,10 @@ class ClipPromptTrainer(TrainerX):
         """Return the method's prompt learner (an nn.Module returning a PromptSet)."""
         raise NotImplementedError
 
+    def build_prompted_clip(self, clip_model, prompt_learner):
+        """The model trained and evaluated: CLIP driven by the prompt learner."""
+        return PromptedCLIP(clip_model, prompt_learner)
+
     # ------------------------------------------------------------- precision
     def resolve_precision(self):
         """Effective precision on this device (fp16 is CUDA-only; CPU falls back)."""
@@ -186,7 +211,7 @@ class ClipPromptTrainer(TrainerX):
         clip_model = load_clip_model(cfg)
         print("Building custom CLIP")
         prompt_learner = self.build_prompt_learner(cfg, classnames, clip_model)
-        self.model = PromptedCLIP(clip_model, prompt_learner)
+        self.model = self.build_prompted_clip(clip_model, prompt_learner)
 
         print("Turning off gradients in both the image and the text encoder")
         for p in self.model.clip_model.parameters():

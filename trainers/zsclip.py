@@ -50,7 +50,7 @@ class FixedPrompts(nn.Module):
         self.texts = list(texts)
 
     def forward(self):
-        return PromptSet(self.embeddings, self.eot_indices)
+        return PromptSet(self.embeddings, self.eot_indices, static_text=True)
 
 
 @TRAINER_REGISTRY.register()
