@@ -117,3 +117,140 @@ run_train() {
     read -r -a extra <<< "${EXTRA_OPTS:-}"
     "${PYTHON:-python}" train.py "${flags[@]}" ${extra[@]+"${extra[@]}"} ${opts[@]+"${opts[@]}"}
 }
+
+# --- base-to-novel and cross-dataset protocols (MaPLe-style scripts: one DATASET and SEED per call) ---
+# Environment read here besides the above:
+#     SHOTS    training images per class (default 16, the official protocol value)
+#     LOADEP   epoch of the checkpoint the test scripts load (default: the script's official value)
+#     SUB      classes the base-to-novel test script evaluates: new (default), base or all
+#     SOURCE_DATASET  dataset the cross-dataset model was trained on (default imagenet)
+
+# Stop unless $2 (named $1 in the message) is a non-negative integer, as train.py's --seed/--load-epoch need.
+require_integer() {
+    local name=$1 value=$2
+    case "$value" in
+        '' | *[!0-9]*) die "$name must be a non-negative integer, got '$value'" ;;
+    esac
+}
+
+# Set SHOTS (default 16) and reject anything DATASET.NUM_SHOTS would not take.
+resolve_shots() {
+    SHOTS="${SHOTS:-16}"
+    require_integer SHOTS "$SHOTS"
+}
+
+# Stop unless DIR holds a trained model; HINT says how to train it.
+# Usage: require_model_dir DIR HINT
+require_model_dir() {
+    local dir=$1 hint=$2
+    [ -d "$dir" ] || die "model dir not found: $dir (train it first: $hint)"
+}
+
+# Checks shared by every protocol runner; leaves the shell at the repo root with DATA, OUTPUT and SHOTS set.
+# Usage: prepare_protocol_run TRAINER CFG DATASET SEED
+prepare_protocol_run() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    require_integer SEED "$seed"
+    require_data
+    resolve_output_root
+    resolve_shots
+    enter_repo_root
+    require_config "configs/datasets/${dataset}.yaml" "Dataset"
+    require_config "configs/trainers/${trainer}/${cfg}.yaml" "Trainer"
+}
+
+# The train.py flags every protocol run starts with.
+# Usage: protocol_flags TRAINER CFG DATASET SEED OUTPUT_DIR  (result in the array PROTOCOL_FLAGS)
+protocol_flags() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 dir=$5
+    PROTOCOL_FLAGS=(
+        --root "$DATA"
+        --seed "$seed"
+        --trainer "$trainer"
+        --dataset-config-file "configs/datasets/${dataset}.yaml"
+        --config-file "configs/trainers/${trainer}/${cfg}.yaml"
+        --output-dir "$dir"
+    )
+}
+
+# Base-to-novel, step 1: train on the base half of DATASET's classes with SHOTS images per class, into
+# ${OUTPUT}/base2new/train_base/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
+# Usage: run_base2new_train TRAINER CFG DATASET SEED
+run_base2new_train() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    local dir=${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
+    if results_exist "$dir"; then
+        return 0
+    fi
+    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" -- \
+        DATASET.NUM_SHOTS "$SHOTS" \
+        DATASET.SUBSAMPLE_CLASSES base
+}
+
+# Base-to-novel, step 2: evaluate the step-1 model of epoch LOADEP on the SUB classes (default new), into
+# ${OUTPUT}/base2new/test_${SUB}/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
+# TRAIN_SCRIPT (e.g. scripts/maple/base2new_train_maple.sh) is named when the model is missing.
+# Usage: run_base2new_test TRAINER CFG DATASET SEED LOADEP TRAIN_SCRIPT
+run_base2new_test() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_script=$6
+    local sub=${SUB:-new}
+    case "$sub" in
+        base | new | all) ;;
+        *) die "SUB must be base, new or all, got '$sub'" ;;
+    esac
+    require_integer LOADEP "$load_epoch"
+    prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    local common=${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
+    local model_dir=${OUTPUT}/base2new/train_base/${common}
+    local dir=${OUTPUT}/base2new/test_${sub}/${common}
+    if results_exist "$dir"; then
+        return 0
+    fi
+    require_model_dir "$model_dir" "bash ${train_script} ${dataset} ${seed}"
+    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" \
+        --model-dir "$model_dir" \
+        --load-epoch "$load_epoch" \
+        --eval-only \
+        -- \
+        DATASET.NUM_SHOTS "$SHOTS" \
+        DATASET.SUBSAMPLE_CLASSES "$sub"
+}
+
+# Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
+# class, into ${OUTPUT}/DATASET/TRAINER/CFG_${SHOTS}shots/seedSEED (skipped if finished).
+# Usage: run_xd_train TRAINER CFG DATASET SEED
+run_xd_train() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    local dir=${OUTPUT}/${dataset}/${trainer}/${cfg}_${SHOTS}shots/seed${seed}
+    if results_exist "$dir"; then
+        return 0
+    fi
+    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" -- DATASET.NUM_SHOTS "$SHOTS"
+}
+
+# Cross-dataset, step 2: evaluate the step-1 model (trained on SOURCE_DATASET, default imagenet) of epoch
+# LOADEP on every class of DATASET, into ${OUTPUT}/evaluation/TRAINER/CFG_${SHOTS}shots/DATASET/seedSEED.
+# TRAIN_HINT is the command named when the model is missing.
+# Usage: run_xd_test TRAINER CFG DATASET SEED LOADEP TRAIN_HINT
+run_xd_test() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_hint=$6
+    local source_dataset=${SOURCE_DATASET:-imagenet}
+    require_integer LOADEP "$load_epoch"
+    prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    local model_dir=${OUTPUT}/${source_dataset}/${trainer}/${cfg}_${SHOTS}shots/seed${seed}
+    local dir=${OUTPUT}/evaluation/${trainer}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}
+    if results_exist "$dir"; then
+        return 0
+    fi
+    require_model_dir "$model_dir" "$train_hint"
+    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" \
+        --model-dir "$model_dir" \
+        --load-epoch "$load_epoch" \
+        --eval-only
+}

@@ -439,8 +439,9 @@ def test_load_checkpoint_errors_name_the_path(tmp_path):
     good = tmp_path / "good.pth"
     torch.save(_state(1), str(good))
     data = good.read_bytes()
-    for name, content in [("truncated.pth", data[: len(data) // 2]), ("empty.pth", b""),
-                          ("garbage.pth", os.urandom(256))]:
+    rng = np.random.default_rng(0)
+    garbage = [(f"garbage{i}.pth", rng.integers(0, 256, 256, dtype=np.uint8).tobytes()) for i in range(50)]
+    for name, content in [("truncated.pth", data[: len(data) // 2]), ("empty.pth", b""), *garbage]:
         bad = tmp_path / name
         bad.write_bytes(content)
         with pytest.raises(RuntimeError, match="corrupt or incomplete checkpoint") as info:

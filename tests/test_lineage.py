@@ -263,3 +263,13 @@ def test_parameter_counts_at_vit_b16_shape(vit_b16_shaped):
     cocoop = CoCoOpPromptLearner(make_cfg(COCOOP={"CTX_INIT": "a photo of a"}), CLASSNAMES, m)
     assert n_params(cocoop) == 4 * 512 + (512 * 32 + 32) + (32 * 512 + 512) == 35_360
     assert math.isclose(n_params(maple) / 1e6, 3.555, abs_tol=1e-3)
+    # IVLP 2+2 ctx at the official depth 12, and deep language prompting (4 ctx, depth 12)
+    ivlp12 = IndependentVLPromptLearner(make_cfg(IVLP={"PROMPT_DEPTH_VISION": 12, "PROMPT_DEPTH_TEXT": 12}),
+                                        CLASSNAMES, m)
+    assert n_params(ivlp12) == 30_720
+    lang = IndependentVLPromptLearner(make_cfg(IVLP={"N_CTX_TEXT": 4, "N_CTX_VISION": 0, "PROMPT_DEPTH_VISION": 0,
+                                                     "PROMPT_DEPTH_TEXT": 12}), CLASSNAMES, m)
+    assert n_params(lang) == 24_576
+    # CoOp, 16 generic context vectors
+    from trainers.coop import CoOpPromptLearner
+    assert n_params(CoOpPromptLearner(make_cfg(COOP={"N_CTX": 16}), CLASSNAMES, m)) == 8_192

@@ -4,70 +4,28 @@ The scripts run for real against a copy of the repo layout in a temp dir, with P
 a fake interpreter that records its argv and cwd and writes results.json into --output-dir,
 so each test checks the exact train.py command line a script builds.
 """
-import json
-import os
-import shutil
-import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COOP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "CoOp"
+from tests.helpers.script_harness import (
+    REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
+)
 
-FAKE_PYTHON = """#!{python}
-import json, os, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({{"argv": args, "cwd": os.getcwd()}}) + "\\n")
-out = args[args.index("--output-dir") + 1]
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump({{"complete": True, "metrics": {{"accuracy": 50.0}}}}, f)
-"""
+COOP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "CoOp"
 
 
 @pytest.fixture
 def repo(tmp_path):
     """A repo copy with the real scripts and CoOp configs, a dummy train.py and dataset configs."""
-    root = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
-    shutil.copytree(COOP_CONFIGS, root / "configs" / "trainers" / "CoOp")
-    (root / "configs" / "datasets").mkdir(parents=True)
-    for dataset in ("eurosat", "imagenet", "imagenet_sketch"):
-        (root / "configs" / "datasets" / f"{dataset}.yaml").write_text("DATASET:\n  NAME: X\n")
-    (root / "train.py").write_text("raise SystemExit('the fake PYTHON never runs this')\n")
-    return root
+    return make_script_repo(tmp_path / "repo", ["CoOp"], ("eurosat", "imagenet", "imagenet_sketch"))
 
 
 @pytest.fixture
 def env(tmp_path):
     """Environment for a script run: DATA set, fake PYTHON, nothing else from the user's env."""
-    data = tmp_path / "datasets"
-    data.mkdir()
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    return {"PATH": os.environ["PATH"], "DATA": str(data), "PYTHON": str(fake),
-            "FAKE_CALLS": str(tmp_path / "calls.jsonl")}
-
-
-def run_script(repo, script, args, env, cwd):
-    """Run a script from ``cwd`` (not the repo root) and return the completed process."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["bash", str(repo / "scripts" / script), *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
-
-
-def recorded_calls(env):
-    """[(argv, cwd)] of every fake train.py call, in order."""
-    path = Path(env["FAKE_CALLS"])
-    if not path.exists():
-        return []
-    return [(c["argv"], c["cwd"]) for c in map(json.loads, path.read_text().splitlines())]
+    return make_script_env(tmp_path)
 
 
 def test_main_sh_builds_coops_command_for_each_default_seed(repo, env, tmp_path):

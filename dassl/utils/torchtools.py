@@ -115,7 +115,7 @@ def load_checkpoint(fpath, weights_only=True):
                 "if you trust this file, load it with load_checkpoint(path, weights_only=False)"
             ) from error
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
-    except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - damaged bytes can surface as almost any error type
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
 
 

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Deep language prompting (IVLP, text prompts only), cross-dataset step 2: evaluate the source-dataset model on another dataset.
+#
+# Usage: bash scripts/language-prompting/xd_test_lp.sh DATASET SEED
+#   DATASET  name of configs/datasets/DATASET.yaml, the target, e.g. caltech101 or imagenet_sketch
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+# Config: configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml
+# Output: ${OUTPUT}/evaluation/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only_${SHOTS}shots/${DATASET}/seed${SEED},
+#   model from ${OUTPUT}/${SOURCE_DATASET}/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only_${SHOTS}shots/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, SOURCE_DATASET (default imagenet), SHOTS (default 16), LOADEP (default 5), PYTHON, EXTRA_OPTS
+#   (see scripts/common.sh).
+# LOADEP defaults to 5, the last epoch of the config: the official script loads epoch 2, which
+# this config never saves (only the last epoch is checkpointed unless TRAIN.CHECKPOINT_FREQ is set).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 2 2 "bash scripts/language-prompting/xd_test_lp.sh DATASET SEED" "$@"
+run_xd_test IVLP "vit_b16_c2_ep5_batch4_4ctx_language_only" "$1" "$2" "${LOADEP:-5}" "bash scripts/language-prompting/xd_train_lp.sh ${SOURCE_DATASET:-imagenet} $2"

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Deep VPT, cross-dataset step 1: train on all classes of the source dataset.
+#
+# Usage: bash scripts/vpt/xd_train_vpt.sh DATASET SEED
+#   DATASET  name of configs/datasets/DATASET.yaml, imagenet in the papers
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+# Config: configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml
+# Output: ${OUTPUT}/${DATASET}/VPT/vit_b16_c2_ep5_batch4_4_${SHOTS}shots/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
+#   (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 2 2 "bash scripts/vpt/xd_train_vpt.sh DATASET SEED" "$@"
+run_xd_train VPT "vit_b16_c2_ep5_batch4_4" "$1" "$2"

@@ -1,0 +1,71 @@
+"""Run the bash scripts under ``scripts/`` against a throw-away copy of the repo layout.
+
+``PYTHON`` is set to a fake interpreter that appends its argv and cwd to ``$FAKE_CALLS`` and
+writes ``results.json`` into ``--output-dir``, so a test sees the exact ``train.py`` command
+line a script builds and the skip-if-finished logic works as with real runs.
+"""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FAKE_PYTHON = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps({{"argv": args, "cwd": os.getcwd()}}) + "\\n")
+out = args[args.index("--output-dir") + 1]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({{"complete": True, "metrics": {{"accuracy": 50.0}}}}, f)
+"""
+
+
+def make_script_repo(root, trainer_config_dirs, dataset_names):
+    """Create at ``root`` a repo copy: the real scripts, the real trainer configs of
+    ``trainer_config_dirs`` (e.g. ``["CoOp"]``), stub dataset configs and a train.py the fake
+    interpreter never runs. Returns ``root`` as a Path."""
+    root = Path(root)
+    shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
+    for name in trainer_config_dirs:
+        shutil.copytree(REPO_ROOT / "configs" / "trainers" / name, root / "configs" / "trainers" / name)
+    (root / "configs" / "datasets").mkdir(parents=True)
+    for dataset in dataset_names:
+        (root / "configs" / "datasets" / f"{dataset}.yaml").write_text("DATASET:\n  NAME: X\n")
+    (root / "train.py").write_text("raise SystemExit('the fake PYTHON never runs this')\n")
+    return root
+
+
+def make_script_env(tmp_path):
+    """Environment for a script run: an existing DATA dir, the fake PYTHON and PATH only, so
+    nothing leaks in from the user's environment."""
+    tmp_path = Path(tmp_path)
+    data = tmp_path / "datasets"
+    data.mkdir(exist_ok=True)
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": os.environ["PATH"], "DATA": str(data), "PYTHON": str(fake),
+            "FAKE_CALLS": str(tmp_path / "calls.jsonl")}
+
+
+def run_script(repo, script, args, env, cwd, timeout=60):
+    """Run ``bash repo/scripts/<script> ARGS`` from ``cwd`` (created if needed) and return the
+    CompletedProcess (text mode, output captured)."""
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["bash", str(Path(repo) / "scripts" / script), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def recorded_calls(env):
+    """``[(argv, cwd)]`` of every fake train.py call so far, in order."""
+    path = Path(env["FAKE_CALLS"])
+    if not path.exists():
+        return []
+    return [(c["argv"], c["cwd"]) for c in map(json.loads, path.read_text().splitlines())]
