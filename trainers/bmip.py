@@ -1,0 +1,315 @@
+"""BMIP: bi-directional modality interaction prompts (Lv et al., IJCAI 2025).
+
+Both branches learn their own deep prompts ("local") and receive, at every
+prompted layer, a linear projection of the other branch's prompts ("foreign").
+The default aggregation weighs the two by the attention the prompt tokens
+receive in that layer: ``w = sigmoid(a * attention + b)`` per layer and branch,
+prompt = ``w * local + (1 - w) * foreign``.
+
+Defaults follow the official code (LAMDASZ-ML/BMIP), which produced the
+published numbers; docs/METHODS.md lists where it departs from the paper and
+the options that give the paper's version.
+"""
+import copy
+import math
+import re
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode as CN
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import ClipPromptTrainer, PromptSet
+from .prompting import ClassPromptTemplate, DeepPromptHook, init_text_context, normal_prompts, require_vit, splice_prompts
+
+AGGREGATIONS = ("attention_weighted", "addition", "attention", "joint")
+SHARED_VISUAL_MODES = ("copies", "alias", "tied")
+VISION_WEIGHT_MODES = ("batch_mean", "per_sample")
+TEXT_WEIGHT_MODES = ("sos_row", "received")
+
+
+def attention_to_prompts(q, k, n_prompts, where, eot_indices=None):
+    """Mean attention probability each prompt token receives, heads averaged, (N, P).
+
+    vision (prompts are the last ``n_prompts`` tokens): averaged over the
+    non-prompt query tokens. text (prompts at positions 1..P): averaged over the
+    query tokens after the prompts up to each sequence's EOT. Only the rows that
+    are needed are scored; no value product, no gradient.
+    """
+    with torch.no_grad():
+        scale = q.shape[-1] ** -0.5
+        length = k.shape[2]
+        if where == "vision":
+            rows = q[:, :, :length - n_prompts]
+            probs = (rows @ k.transpose(-1, -2) * scale).float().softmax(dim=-1)
+            return probs[..., length - n_prompts:].mean(dim=(1, 2))
+        first = 1 + n_prompts
+        rows = q[:, :, first:]
+        scores = (rows @ k.transpose(-1, -2) * scale).float()
+        query_pos = torch.arange(first, length, device=q.device)
+        key_pos = torch.arange(length, device=q.device)
+        scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], float("-inf"))  # causal
+        probs = scores.softmax(dim=-1)[..., 1:first].mean(dim=1)  # (N, rows, P), heads averaged
+        valid = (query_pos[None, :] <= eot_indices[:, None]).float()  # rows up to each EOT
+        return (probs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+
+
+class AttentionWeightedHook:
+    """The BMIP aggregation inside the per-layer hook.
+
+    At deep layer ``i`` (1 <= i <= len(local)) it projects q, k, v of the block's
+    current input once, reads the attention the prompt tokens receive (only when
+    the weight depends on it), forms ``w * local + (1 - w) * foreign``, projects
+    just the new prompt rows, splices them into x, q, k, v and finishes the
+    block with its fused attention.
+    """
+
+    def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None):
+        self.local, self.foreign, self.gate = local, foreign, gate
+        self.where, self.weight_mode, self.eot_indices = where, weight_mode, eot_indices
+
+    def prompt_slice(self, x, p):
+        return slice(1, 1 + p) if self.where == "text" else slice(x.shape[1] - p, x.shape[1])
+
+    def __call__(self, i, x, block):
+        j = i - 1
+        if not 0 <= j < len(self.local):
+            return block(x)
+        local, foreign = self.local[j], self.foreign[j]
+        p = local.shape[0]
+        if self.weight_mode == "sos_row":
+            # The official text weight reads the SOS row, which the causal mask
+            # makes zero: w = sigmoid(bias), no attention needed.
+            w = torch.sigmoid(self.gate(j, None)).expand(p)
+            return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where))
+        q, k, v = block.qkv(x)
+        att = attention_to_prompts(q, k, p, self.where, self.eot_indices).to(local.dtype)  # (N, P)
+        if self.weight_mode == "batch_mean":
+            att = att.mean(dim=0)  # official: one weight per prompt token for the whole batch
+        w = torch.sigmoid(self.gate(j, att)).unsqueeze(-1)
+        prompts = w * local + (1 - w) * foreign  # (P, D) or (N, P, D)
+        x = splice_prompts(x, prompts, self.where)
+        rows = self.prompt_slice(x, p)
+        q_new, k_new, v_new = block.qkv(x[:, rows])
+        q, k, v = (torch.cat([t[:, :, :rows.start], new, t[:, :, rows.stop:]], dim=2)
+                   for t, new in ((q, q_new), (k, k_new), (v, v_new)))
+        return block.finish(x, q, k, v)
+
+
+class Gates(nn.Module):
+    """Per-layer 1x1 maps from attention to the aggregation logit.
+
+    ``with_input``: ``weight * attention + bias`` (official ``learnable_linear``);
+    otherwise only the bias (the official text branch, whose input is always 0).
+    """
+
+    def __init__(self, n_layers, with_input):
+        super().__init__()
+        bound = 1.0  # nn.Linear(1, 1)'s default init range: 1 / sqrt(fan_in)
+        self.bias = nn.Parameter(torch.empty(n_layers).uniform_(-bound, bound))
+        self.weight = nn.Parameter(torch.empty(n_layers).uniform_(-bound, bound)) if with_input else None
+
+    def forward(self, j, att):
+        if self.weight is None:
+            return self.bias[j]
+        return self.weight[j] * att + self.bias[j]
+
+
+class BMIPPromptLearner(nn.Module):
+    """All of BMIP's trainable tensors (names follow the official checkpoints
+    where the tensor exists there)."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        bcfg = cfg.TRAINER.BMIP
+        self.aggregation = bcfg.AGGREGATION
+        self.vision_weight, self.text_weight = bcfg.VISION_WEIGHT, bcfg.TEXT_WEIGHT
+        depth, n_ctx = bcfg.PROMPT_DEPTH, bcfg.N_CTX
+        n_layers = min(len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
+        if not 1 <= depth <= n_layers:
+            raise ValueError(f"TRAINER.BMIP.PROMPT_DEPTH must be in [1, {n_layers}], got {depth}")
+        d_t, d_v = clip_model.text_width, clip_model.vision_width
+        n_deep = depth - 1
+        # The official text branch replaces one layer fewer than the vision branch.
+        self.n_text_deep = n_deep if bcfg.MATCH_TEXT_DEPTH else max(n_deep - 1, 0)
+        n_layer0 = 2 * n_ctx if self.aggregation == "joint" else n_ctx
+
+        ctx, prompt_prefix, n_layer0 = init_text_context(clip_model, n_layer0, bcfg.CTX_INIT, rule="maple")
+        print("BMIP design: bi-directional modality interaction prompts")
+        print(f'Initial context: "{prompt_prefix}"')
+        print(f"Number of BMIP context words (tokens): {n_ctx}; aggregation: {self.aggregation}")
+        self.ctx_t = nn.Parameter(ctx)
+        self.proj_t = nn.Linear(d_t, d_v)  # layer-0 vision prompts from the text context
+
+        # local language prompts, layers 1..depth-1
+        self.compound_prompts_text = normal_prompts(n_deep, n_ctx, d_t)
+        # local vision prompts
+        share_v, share_t = cfg.SHARE.SHARE_PARAMETER_VISUAL, cfg.SHARE.SHARE_PARAMETER_TEXT
+        self.compound_prompts_visual = nn.ParameterList()
+        if share_v:
+            first = torch.empty(n_ctx, d_v)
+            nn.init.normal_(first, std=0.02)
+            mode = bcfg.SHARED_VISUAL_PROMPT
+            if mode == "tied":
+                self.compound_prompts_visual.append(nn.Parameter(first))
+            else:
+                for _ in range(n_deep):
+                    # "alias": one storage under n_deep Parameters (each applies its own
+                    # update to it); "copies": n_deep Parameters with the same initial value.
+                    self.compound_prompts_visual.append(nn.Parameter(first if mode == "alias" else first.clone()))
+        else:
+            bound = math.sqrt(6.0 / float(3 * 16 + d_v))  # official per-layer init range
+            for _ in range(n_deep):
+                self.compound_prompts_visual.append(nn.Parameter(torch.empty(n_ctx, d_v).uniform_(-bound, bound)))
+        # projections text -> vision (foreign vision prompts) and vision -> text;
+        # only what is used is created, so every trainable tensor gets a gradient
+        if n_deep:
+            if share_t:
+                self.single_layer_t = nn.Linear(d_t, d_v)
+            else:
+                self.compound_prompt_projections_t = _clones(nn.Linear(d_t, d_v), n_deep)
+        if self.n_text_deep:
+            if share_v:
+                self.single_layer_v = nn.Linear(d_v, d_t)
+            else:
+                self.compound_prompt_projections_v = _clones(nn.Linear(d_v, d_t), self.n_text_deep)
+        if self.aggregation == "attention_weighted":
+            self.vision_gates = Gates(n_deep, with_input=True) if n_deep else None
+            self.text_gates = (Gates(self.n_text_deep, with_input=self.text_weight == "received")
+                               if self.n_text_deep else None)
+        self.alias_visual = share_v and bcfg.SHARED_VISUAL_PROMPT == "alias"
+        self.template = ClassPromptTemplate(clip_model, classnames, prompt_prefix, n_layer0)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Moving or casting a module gives every Parameter its own new storage;
+        # "alias" mode puts the shared vision prompt's storage back under all of them.
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, "alias_visual", False):
+            first = self.compound_prompts_visual[0]
+            for p in list(self.compound_prompts_visual)[1:]:
+                p.data = first.data
+        return self
+
+    # ----------------------------------------------------------------- pieces
+    def local_visual(self, j):
+        return self.compound_prompts_visual[0 if len(self.compound_prompts_visual) == 1 else j]
+
+    def project_t(self, j, prompt):
+        layer = self.single_layer_t if hasattr(self, "single_layer_t") else self.compound_prompt_projections_t[j]
+        return layer(prompt)
+
+    def project_v(self, j, prompt):
+        layer = self.single_layer_v if hasattr(self, "single_layer_v") else self.compound_prompt_projections_v[j]
+        return layer(prompt)
+
+    def deep_prompts(self):
+        """Per deep layer: (local, foreign) lists for the vision and the text branch."""
+        n_deep = len(self.compound_prompts_text)
+        text_local = list(self.compound_prompts_text)
+        vision_local = [self.local_visual(j) for j in range(n_deep)]
+        vision_foreign = [self.project_t(j, text_local[j]) for j in range(n_deep)]
+        text_foreign = [self.project_v(j, vision_local[j]) for j in range(self.n_text_deep)]
+        return (vision_local, vision_foreign), (text_local[:self.n_text_deep], text_foreign)
+
+    def forward(self):
+        (v_local, v_foreign), (t_local, t_foreign) = self.deep_prompts()
+        eot = self.template.eot_indices
+        if self.aggregation == "attention_weighted":
+            vision_hook = AttentionWeightedHook(v_local, v_foreign, self.vision_gates, "vision", self.vision_weight)
+            text_hook = AttentionWeightedHook(t_local, t_foreign, self.text_gates, "text", self.text_weight, eot)
+        else:
+            combine = {"addition": lambda loc, fo: loc + fo,
+                       "attention": lambda loc, fo: loc + torch.softmax(fo @ loc.t(), dim=-1) @ fo,
+                       "joint": lambda loc, fo: torch.cat([loc, fo], dim=0)}[self.aggregation]
+            vision_hook = DeepPromptHook([combine(a, b) for a, b in zip(v_local, v_foreign)], "vision")
+            text_hook = DeepPromptHook([combine(a, b) for a, b in zip(t_local, t_foreign)], "text")
+        return PromptSet(
+            text_embeddings=self.template(self.ctx_t),
+            eot_indices=eot,
+            text_hook=text_hook,
+            vision_prompts=self.proj_t(self.ctx_t),
+            vision_hook=vision_hook,
+        )
+
+
+def _clones(module, n):
+    """``n`` copies of one initialised module (the official ``_get_clones``)."""
+    return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
+
+
+_OFFICIAL_GATE = re.compile(r"^(image|text)_encoder\.transformer\.resblocks\.(\d+)\.learnable_linear([12])\.(weight|bias)$")
+
+
+@TRAINER_REGISTRY.register()
+class BMIP(ClipPromptTrainer):
+    """Bi-directional modality interaction prompts; checkpoints as the official
+    ones (``MultiModalPromptLearner/``, keys ``prompt_learner.*``)."""
+
+    CFG_NODE = "BMIP"
+    MODEL_NAME = "MultiModalPromptLearner"
+    PREFIXED_KEYS = True
+
+    @staticmethod
+    def extend_cfg(cfg):
+        cfg.TRAINER.BMIP = CN()
+        cfg.TRAINER.BMIP.N_CTX = 2  # prompt tokens per layer and branch
+        cfg.TRAINER.BMIP.CTX_INIT = "a photo of a"  # layer-0 text context (first N_CTX tokens)
+        cfg.TRAINER.BMIP.PREC = "fp16"  # fp16, fp32, amp, bf16
+        cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # layers 0..PROMPT_DEPTH-1 get prompts
+        cfg.TRAINER.BMIP.CONNECT_METHOD = "None"  # official key; AGGREGATION selects the variant
+        cfg.TRAINER.BMIP.WEIGHT_THRESHOLD = 0.0025  # official key, unused by the official method too
+        # attention_weighted (BMIP), addition, attention (BITP-style), joint (2*N_CTX tokens)
+        cfg.TRAINER.BMIP.AGGREGATION = "attention_weighted"
+        # Shared vision prompt (SHARE.SHARE_PARAMETER_VISUAL True): "copies" = what the
+        # official code does once the model is moved to a GPU (per-layer Parameters with
+        # the same initial value), "alias" = what it does on the CPU (one storage under
+        # every layer's Parameter), "tied" = ordinary weight tying. See docs/METHODS.md.
+        cfg.TRAINER.BMIP.SHARED_VISUAL_PROMPT = "copies"
+        cfg.TRAINER.BMIP.VISION_WEIGHT = "batch_mean"  # official; "per_sample" = the paper's
+        cfg.TRAINER.BMIP.TEXT_WEIGHT = "sos_row"  # official (= sigmoid(bias)); "received" = the paper's
+        cfg.TRAINER.BMIP.MATCH_TEXT_DEPTH = False  # official text has one deep layer fewer; True matches
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        bcfg = cfg.TRAINER.BMIP
+        for key, allowed in (("AGGREGATION", AGGREGATIONS), ("SHARED_VISUAL_PROMPT", SHARED_VISUAL_MODES),
+                             ("VISION_WEIGHT", VISION_WEIGHT_MODES), ("TEXT_WEIGHT", TEXT_WEIGHT_MODES)):
+            if bcfg[key] not in allowed:
+                raise ValueError(f"TRAINER.BMIP.{key} {bcfg[key]!r} is not one of {', '.join(allowed)}")
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        require_vit(clip_model, "BMIP", cfg.MODEL.BACKBONE.NAME)
+        return BMIPPromptLearner(cfg, classnames, clip_model)
+
+    def map_checkpoint_keys(self, state_dict):
+        """Official BMIP keys -> ours: the per-block 1x1 layers become per-layer gate
+        entries; tensors the official model holds but never uses are dropped."""
+        learner = self.prompt_learner
+        mapped, gates = {}, {}
+        for key, value in state_dict.items():
+            match = _OFFICIAL_GATE.match(key)
+            if match:
+                branch, block, which, part = match.groups()
+                if (branch == "image") == (which == "1"):  # vision blocks use linear1, text blocks linear2
+                    gates[("vision" if branch == "image" else "text", int(block) - 1, part)] = value
+                continue
+            if key in ("prompt_learner.ctx_v",) or key.startswith(("prompt_learner.proj_v.",
+                                                                   "prompt_learner.exchange_layer_",
+                                                                   "prompt_learner.compound_exchange_")):
+                continue
+            mapped[key] = value
+        if gates and getattr(learner, "vision_gates", None) is not None:
+            for branch, module in (("vision", learner.vision_gates), ("text", learner.text_gates)):
+                for part in ("weight", "bias"):
+                    if module is None or getattr(module, part) is None:
+                        continue
+                    target = getattr(module, part).detach().clone()
+                    for j in range(target.shape[0]):
+                        if (branch, j, part) in gates:
+                            target[j] = gates[(branch, j, part)].reshape(())
+                    mapped[f"prompt_learner.{branch}_gates.{part}"] = target
+        if len(learner.compound_prompts_visual) == 1:  # tied: one prompt stands for all layers
+            mapped = {k: v for k, v in mapped.items()
+                      if not re.match(r"prompt_learner\.compound_prompts_visual\.[1-9]\d*$", k)}
+        return mapped
