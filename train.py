@@ -117,6 +117,12 @@ def main(args):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    if cfg.MODEL.INIT_SEED >= 0:
+        # BMIP's rule: torch's generator (initialisation, shuffling) follows
+        # INIT_SEED, python/numpy (few-shot sampling) follow SEED.
+        print(f"Setting fixed init seed: {cfg.MODEL.INIT_SEED}")
+        torch.manual_seed(cfg.MODEL.INIT_SEED)
+        torch.cuda.manual_seed_all(cfg.MODEL.INIT_SEED)
     setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True

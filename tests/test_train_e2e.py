@@ -241,3 +241,24 @@ def test_released_coop_checkpoint_evaluates(tmp_path, coop_last, eurosat_root, t
     assert "inert placeholders" in proc.stdout
     assert not marker.exists()
     assert read_results(out)["metrics"]["accuracy"] == read_results(coop_last)["metrics"]["accuracy"]
+
+
+def test_early_stopping_on_validation(tmp_path, eurosat_root, tiny_clip_path):
+    """LR 0: validation never improves after epoch 1, so patience 1 stops after epoch 2."""
+    out = tmp_path / "early"
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, str(out), "OPTIM.MAX_EPOCH", 5,
+                                   "OPTIM.LR", 0.0, "OPTIM.WARMUP_CONS_LR", 0.0, "TRAIN.EARLY_STOPPING", True,
+                                   "TRAIN.PATIENT_COUNT", 1, "TRAIN.EARLY_STOPPING_MIN_EPOCHS", 2,
+                                   final_model="best_val")))
+    assert "Early stopping after epoch 2" in proc.stdout
+    assert "epoch [3/5]" not in proc.stdout
+    assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-2"]
+    res = read_results(str(out))
+    assert res["epoch"] == 1  # the best (first) epoch was deployed
+    # rerunning the finished command trains nothing more
+    proc2 = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, str(out), "OPTIM.MAX_EPOCH", 5,
+                                    "OPTIM.LR", 0.0, "OPTIM.WARMUP_CONS_LR", 0.0, "TRAIN.EARLY_STOPPING", True,
+                                    "TRAIN.PATIENT_COUNT", 1, "TRAIN.EARLY_STOPPING_MIN_EPOCHS", 2,
+                                    final_model="best_val")))
+    assert "epoch [" not in proc2.stdout
+    assert read_results(str(out))["metrics"] == res["metrics"]

@@ -191,6 +191,8 @@ _C.TRAIN.COMPILE = False
 # Added (BMIP): stop when validation accuracy has not improved for PATIENT_COUNT evaluations.
 _C.TRAIN.EARLY_STOPPING = False
 _C.TRAIN.PATIENT_COUNT = 3
+# Early stopping never ends a run before this many epochs (the official BMIP rule: 6).
+_C.TRAIN.EARLY_STOPPING_MIN_EPOCHS = 6
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation

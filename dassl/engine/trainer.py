@@ -122,6 +122,8 @@ class TrainerBase:
         self._scheds = OrderedDict()
         self._writer = None
         self.best_result = -np.inf
+        self.epochs_without_improvement = 0
+        self.stop_training = False
         # Epoch count of the weights currently in the models (None: untrained).
         self.model_epoch = None
 
@@ -172,7 +174,9 @@ class TrainerBase:
     def state_dict(self):
         """Loop state outside the models: RNG streams, best validation result and
         the training config the checkpoint belongs to."""
-        state = {"rng": capture_rng_state(), "best_result": float(self.best_result)}
+        state = {"rng": capture_rng_state(), "best_result": float(self.best_result),
+                 "epochs_without_improvement": int(self.epochs_without_improvement),
+                 "stop_training": bool(self.stop_training)}
         if getattr(self, "cfg", None) is not None:
             state["config"] = training_config(self.cfg)
         return state
@@ -183,6 +187,8 @@ class TrainerBase:
             restore_rng_state(state["rng"])
         if "best_result" in state:
             self.best_result = state["best_result"]
+        self.epochs_without_improvement = state.get("epochs_without_improvement", 0)
+        self.stop_training = state.get("stop_training", False)
 
     # ------------------------------------------------------------ checkpoints
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
@@ -309,8 +315,11 @@ class TrainerBase:
         """Run epochs ``start_epoch .. max_epoch-1`` between before/after_train."""
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
+        self.stop_training = False
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.stop_training:
+                break
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
@@ -453,8 +462,12 @@ class SimpleTrainer(TrainerBase):
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
+                self.epochs_without_improvement = 0
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result,
                                 model_name="model-best.pth.tar")
+            else:
+                self.epochs_without_improvement += 1
+            self.check_early_stopping()
 
         # Every epoch leaves a resumable checkpoint and removes the previous one
         # unless Dassl's CHECKPOINT_FREQ rule keeps it: a finished run has exactly
@@ -467,6 +480,16 @@ class SimpleTrainer(TrainerBase):
                 stale = osp.join(self.output_dir, name, f"model.pth.tar-{previous}")
                 if osp.exists(stale):
                     os.remove(stale)
+
+    def check_early_stopping(self):
+        """With TRAIN.EARLY_STOPPING, stop once the validation result has not
+        improved for PATIENT_COUNT evaluations (never before EARLY_STOPPING_MIN_EPOCHS)."""
+        train = self.cfg.TRAIN
+        if (train.EARLY_STOPPING and self.epochs_without_improvement >= train.PATIENT_COUNT
+                and self.epoch + 1 >= train.EARLY_STOPPING_MIN_EPOCHS and self.epoch + 1 < self.max_epoch):
+            print(f"Early stopping after epoch {self.epoch + 1}: no validation improvement for "
+                  f"{self.epochs_without_improvement} epochs (best {self.best_result:.2f})")
+            self.stop_training = True
 
     def after_train(self):
         print("Finish training")
