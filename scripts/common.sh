@@ -254,3 +254,44 @@ run_xd_test() {
         --load-epoch "$load_epoch" \
         --eval-only
 }
+
+# --- extra train.py flags for one run (BMIP-style scripts: optional DEVICE, model-best.pth.tar) ---
+
+# Put FLAG... in front of the user's EXTRA_OPTS, so that the next protocol run passes them after the
+# script's own flags and before every KEY VALUE pair. EXTRA_OPTS is split on whitespace, hence one word each.
+# Usage: prepend_train_flags FLAG...
+prepend_train_flags() {
+    local flag
+    for flag in "$@"; do
+        case "$flag" in
+            '' | *[[:space:]]*) die "train.py flag '$flag' must be one word without spaces" ;;
+        esac
+    done
+    EXTRA_OPTS="$* ${EXTRA_OPTS:-}"
+}
+
+# Make the next protocol run pass "--device DEVICE"; an empty DEVICE passes nothing (train.py picks the device).
+# Usage: use_device DEVICE
+use_device() {
+    local device=$1
+    [ -n "$device" ] || return 0
+    case "$device" in
+        *[[:space:]]*) die "DEVICE must be one word such as cpu, cuda or cuda:1, got '$device'" ;;
+    esac
+    prepend_train_flags --device "$device"
+}
+
+# Choose the checkpoint a test script evaluates and set LOAD_EPOCH for the run_*_test call:
+# REQUESTED_EPOCH when not empty (that epoch's model.pth.tar-N), otherwise model-best.pth.tar through
+# train.py --best, with LOAD_EPOCH=DEFAULT_EPOCH only filling --load-epoch (train.py ignores it under --best).
+# For configs with TEST.FINAL_MODEL best_val, whose runs keep only the best and the last epoch.
+# Usage: load_best_unless_epoch_given DEFAULT_EPOCH REQUESTED_EPOCH
+load_best_unless_epoch_given() {
+    local default_epoch=$1 requested_epoch=${2:-}
+    if [ -n "$requested_epoch" ]; then
+        LOAD_EPOCH=$requested_epoch
+    else
+        LOAD_EPOCH=$default_epoch
+        prepend_train_flags --best
+    fi
+}

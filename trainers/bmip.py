@@ -65,9 +65,15 @@ class AttentionWeightedHook:
     block with its fused attention.
     """
 
-    def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None):
+    def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None, recorder=None):
         self.local, self.foreign, self.gate = local, foreign, gate
         self.where, self.weight_mode, self.eot_indices = where, weight_mode, eot_indices
+        self.recorder = recorder
+
+    def record(self, j, w, p):
+        """Keep the mean weight per prompt token of layer j+1 (for the interpretability plot)."""
+        if self.recorder is not None:
+            self.recorder.setdefault((self.where, j + 1), []).append(w.detach().float().reshape(-1, p).mean(0))
 
     def prompt_slice(self, x, p):
         return slice(1, 1 + p) if self.where == "text" else slice(x.shape[1] - p, x.shape[1])
@@ -82,12 +88,14 @@ class AttentionWeightedHook:
             # The official text weight reads the SOS row, which the causal mask
             # makes zero: w = sigmoid(bias), no attention needed.
             w = torch.sigmoid(self.gate(j, None)).expand(p)
+            self.record(j, w, p)
             return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where))
         q, k, v = block.qkv(x)
         att = attention_to_prompts(q, k, p, self.where, self.eot_indices).to(local.dtype)  # (N, P)
         if self.weight_mode == "batch_mean":
             att = att.mean(dim=0)  # official: one weight per prompt token for the whole batch
         w = torch.sigmoid(self.gate(j, att)).unsqueeze(-1)
+        self.record(j, w, p)
         prompts = w * local + (1 - w) * foreign  # (P, D) or (N, P, D)
         x = splice_prompts(x, prompts, self.where)
         rows = self.prompt_slice(x, p)
@@ -179,6 +187,8 @@ class BMIPPromptLearner(nn.Module):
             self.text_gates = (Gates(self.n_text_deep, with_input=self.text_weight == "received")
                                if self.n_text_deep else None)
         self.alias_visual = share_v and bcfg.SHARED_VISUAL_PROMPT == "alias"
+        # A dict set by tools/plot_weights.py to collect the aggregation weights w.
+        self.weight_recorder = None
         self.template = ClassPromptTemplate(clip_model, classnames, prompt_prefix, n_layer0)
 
     def _apply(self, fn, *args, **kwargs):
@@ -216,8 +226,11 @@ class BMIPPromptLearner(nn.Module):
         (v_local, v_foreign), (t_local, t_foreign) = self.deep_prompts()
         eot = self.template.eot_indices
         if self.aggregation == "attention_weighted":
-            vision_hook = AttentionWeightedHook(v_local, v_foreign, self.vision_gates, "vision", self.vision_weight)
-            text_hook = AttentionWeightedHook(t_local, t_foreign, self.text_gates, "text", self.text_weight, eot)
+            rec = self.weight_recorder
+            vision_hook = AttentionWeightedHook(v_local, v_foreign, self.vision_gates, "vision", self.vision_weight,
+                                                recorder=rec)
+            text_hook = AttentionWeightedHook(t_local, t_foreign, self.text_gates, "text", self.text_weight, eot,
+                                              recorder=rec)
         else:
             combine = {"addition": lambda loc, fo: loc + fo,
                        "attention": lambda loc, fo: loc + torch.softmax(fo @ loc.t(), dim=-1) @ fo,

@@ -1,0 +1,314 @@
+"""BMIP configs and run scripts (configs/trainers/BMIP/*.yaml, scripts/bmip/*.sh).
+
+Command-line tests run the scripts against a repo copy with a fake interpreter
+(tests/helpers/script_harness.py) and check the exact train.py command, the output dirs, the
+skip-if-finished logic and the errors. The slow test runs the real base-to-novel train + test
+scripts with the official config on a generated EuroSAT and the tiny CLIP.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.script_harness import (
+    REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
+)
+
+BMIP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "BMIP"
+OFFICIAL_BMIP_CONFIGS = Path("/work/ref/LAMDASZ-ML+BMIP/configs/trainers/BMIP")
+BASE_CFG = "BMIP_ctx2_dp9_lr2"
+XD_CFG = "BMIP_ctx2_dp9_lr2_cross_datasets"
+SCRIPTS = ("base2new_train_bmip.sh", "base2new_test_bmip.sh", "xd_train.sh", "xd_test.sh")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """Repo copy with the real scripts and BMIP configs, stub dataset configs."""
+    return make_script_repo(tmp_path / "repo", ["BMIP"], ("eurosat", "imagenet", "caltech101"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    """DATA, the fake PYTHON and PATH; nothing else from the user's environment."""
+    return make_script_env(tmp_path)
+
+
+def head_flags(cfg, dataset, seed, out_dir, data):
+    """The train.py flags every BMIP script starts with."""
+    return ["train.py", "--root", data, "--seed", seed, "--trainer", "BMIP",
+            "--dataset-config-file", f"configs/datasets/{dataset}.yaml",
+            "--config-file", f"configs/trainers/BMIP/{cfg}.yaml", "--output-dir", out_dir]
+
+
+def base2new_dirs(dataset, seed, cfg=BASE_CFG, shots=16, sub="new", root="output"):
+    """(train dir, test dir) in the layout shared by every method."""
+    common = f"{dataset}/shots_{shots}/BMIP/{cfg}/seed{seed}"
+    return f"{root}/base2new/train_base/{common}", f"{root}/base2new/test_{sub}/{common}"
+
+
+def only_call(env):
+    """argv of the single fake train.py call so far."""
+    calls = recorded_calls(env)
+    assert len(calls) == 1, calls
+    return calls[0][0]
+
+
+# --- scripts: command lines -------------------------------------------------------------------
+
+def test_the_four_official_script_names_exist():
+    assert sorted(p.name for p in (REPO_ROOT / "scripts" / "bmip").glob("*.sh")) == sorted(SCRIPTS)
+
+
+def test_base2new_pair_literally_with_defaults(repo, env, tmp_path):
+    """Defaults: official config, no --device, and the test loads model-best.pth.tar."""
+    for script in ("base2new_train_bmip.sh", "base2new_test_bmip.sh"):
+        proc = run_script(repo, f"bmip/{script}", ["eurosat", "1"], env, tmp_path / "somewhere")
+        assert proc.returncode == 0, proc.stderr
+    (train_argv, train_cwd), (test_argv, test_cwd) = recorded_calls(env)
+    assert train_cwd == test_cwd == str(repo)
+    assert train_argv == [
+        "train.py", "--root", env["DATA"], "--seed", "1", "--trainer", "BMIP",
+        "--dataset-config-file", "configs/datasets/eurosat.yaml",
+        "--config-file", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
+        "--output-dir", "output/base2new/train_base/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed1",
+        "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base",
+    ]
+    assert test_argv == [
+        "train.py", "--root", env["DATA"], "--seed", "1", "--trainer", "BMIP",
+        "--dataset-config-file", "configs/datasets/eurosat.yaml",
+        "--config-file", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
+        "--output-dir", "output/base2new/test_new/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed1",
+        "--model-dir", "output/base2new/train_base/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed1",
+        "--load-epoch", "5", "--eval-only", "--best",
+        "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new",
+    ]
+
+
+def test_device_and_cfg_arguments_reach_train_py(repo, env, tmp_path):
+    cfg = "BMIP_ctx2_dp9_lr2_joint"
+    proc = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "2", "cuda:1", cfg], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    train_dir, test_dir = base2new_dirs("eurosat", 2, cfg=cfg)
+    assert only_call(env) == head_flags(cfg, "eurosat", "2", train_dir, env["DATA"]) + [
+        "--device", "cuda:1", "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base"]
+    assert (repo / train_dir / "results.json").is_file()
+
+    proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "2", "cuda:1", cfg], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert recorded_calls(env)[1][0] == head_flags(cfg, "eurosat", "2", test_dir, env["DATA"]) + [
+        "--model-dir", train_dir, "--load-epoch", "5", "--eval-only", "--best", "--device", "cuda:1",
+        "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new"]
+
+
+def test_empty_device_means_auto_and_still_allows_a_cfg(repo, env, tmp_path):
+    proc = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "1", "", "BMIP_ctx2_dp9_lr2_paper"],
+                      env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    argv = only_call(env)
+    assert "--device" not in argv
+    assert argv[argv.index("--config-file") + 1] == "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2_paper.yaml"
+
+
+def test_finished_runs_are_skipped(repo, env, tmp_path):
+    train_dir, test_dir = base2new_dirs("eurosat", 3)
+    for script in ("base2new_train_bmip.sh", "base2new_test_bmip.sh"):
+        assert run_script(repo, f"bmip/{script}", ["eurosat", "3"], env, tmp_path).returncode == 0
+    for script, out_dir in (("base2new_train_bmip.sh", train_dir), ("base2new_test_bmip.sh", test_dir)):
+        again = run_script(repo, f"bmip/{script}", ["eurosat", "3", "cpu"], env, tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert f"Results are available in {out_dir}. Skip this job" in again.stdout
+    assert len(recorded_calls(env)) == 2
+
+
+def test_base2new_test_needs_the_trained_model(repo, env, tmp_path):
+    train_dir, _ = base2new_dirs("eurosat", 1)
+    proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "1"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"ERROR: model dir not found: {train_dir} (train it first: "
+        f"bash scripts/bmip/base2new_train_bmip.sh eurosat 1)"]
+    assert recorded_calls(env) == []
+
+
+def test_environment_overrides_sub_shots_output_loadep_and_extra_opts(repo, env, tmp_path):
+    """LOADEP picks that epoch's checkpoint, so --best must go; EXTRA_OPTS follows the script's flags."""
+    caller = tmp_path / "caller"
+    env.update(OUTPUT="runs", SHOTS="4", SUB="all", LOADEP="7", EXTRA_OPTS="--backbone RN50 OPTIM.MAX_EPOCH 1")
+    train_dir, test_dir = base2new_dirs("eurosat", 1, shots=4, sub="all", root=str(caller / "runs"))
+    Path(train_dir).mkdir(parents=True)
+    proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "1", "cpu"], env, caller)
+    assert proc.returncode == 0, proc.stderr
+    assert only_call(env) == head_flags(BASE_CFG, "eurosat", "1", test_dir, env["DATA"]) + [
+        "--model-dir", train_dir, "--load-epoch", "7", "--eval-only", "--device", "cpu",
+        "--backbone", "RN50", "OPTIM.MAX_EPOCH", "1",
+        "DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "all"]
+
+
+def test_xd_train_then_test_with_defaults(repo, env, tmp_path):
+    proc = run_script(repo, "bmip/xd_train.sh", ["imagenet", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    model_dir = f"output/imagenet/BMIP/{XD_CFG}_16shots/seed1"
+    out_dir = f"output/evaluation/BMIP/{XD_CFG}_16shots/caltech101/seed1"
+    (train_argv, _), (test_argv, _) = recorded_calls(env)
+    assert train_argv == head_flags(XD_CFG, "imagenet", "1", model_dir, env["DATA"]) + ["DATASET.NUM_SHOTS", "16"]
+    assert test_argv == head_flags(XD_CFG, "caltech101", "1", out_dir, env["DATA"]) + [
+        "--model-dir", model_dir, "--load-epoch", "10", "--eval-only", "--best"]
+    assert (repo / out_dir / "results.json").is_file()
+
+
+def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):
+    cfg = BASE_CFG
+    model_dir = f"output/imagenet/BMIP/{cfg}_16shots/seed2"
+    proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "2", "cuda", cfg, "3"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"ERROR: model dir not found: {model_dir} (train it first: "
+        f"bash scripts/bmip/xd_train.sh imagenet 2 cuda {cfg})"]
+
+    (repo / model_dir).mkdir(parents=True)
+    proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "2", "cuda", cfg, "3"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out_dir = f"output/evaluation/BMIP/{cfg}_16shots/caltech101/seed2"
+    assert only_call(env) == head_flags(cfg, "caltech101", "2", out_dir, env["DATA"]) + [
+        "--model-dir", model_dir, "--load-epoch", "3", "--eval-only", "--device", "cuda"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_data_unset_or_missing_is_a_one_line_error(repo, env, tmp_path, script):
+    del env["DATA"]
+    proc = run_script(repo, f"bmip/{script}", ["eurosat", "1", "cpu"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["ERROR: DATA is not set: export DATA=/path/to/datasets"]
+
+    env["DATA"] = str(tmp_path / "no-such-folder")
+    proc = run_script(repo, f"bmip/{script}", ["eurosat", "1"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"ERROR: DATA folder does not exist: {tmp_path / 'no-such-folder'}"]
+    assert recorded_calls(env) == []
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("base2new_train_bmip.sh", ["eurosat"],
+     "expected 2 to 4 arguments, got 1. Usage: bash scripts/bmip/base2new_train_bmip.sh DATASET SEED [DEVICE [CFG]]"),
+    ("base2new_test_bmip.sh", ["eurosat", "1", "cpu", BASE_CFG, "5"],
+     "expected 2 to 4 arguments, got 5. Usage: bash scripts/bmip/base2new_test_bmip.sh DATASET SEED [DEVICE [CFG]]"),
+    ("xd_train.sh", ["imagenet", "1", "cpu", XD_CFG, "2"],
+     "expected 2 to 4 arguments, got 5. Usage: bash scripts/bmip/xd_train.sh DATASET SEED [DEVICE [CFG]]"),
+    ("xd_test.sh", ["caltech101", "1", "cpu", XD_CFG, "2", "x"],
+     "expected 2 to 5 arguments, got 6. Usage: bash scripts/bmip/xd_test.sh DATASET SEED [DEVICE [CFG [LOAD_EPOCH]]]"),
+    ("xd_test.sh", ["caltech101", "1", "", XD_CFG, "best"], "LOADEP must be a non-negative integer, got 'best'"),
+    ("base2new_train_bmip.sh", ["eurosat", "one"], "SEED must be a non-negative integer, got 'one'"),
+    ("base2new_train_bmip.sh", ["eurosat", "1", "cuda 0"],
+     "DEVICE must be one word such as cpu, cuda or cuda:1, got 'cuda 0'"),
+    ("base2new_train_bmip.sh", ["eurosat", "1", "", "BMIP_ctx2"],
+     "Trainer config not found: configs/trainers/BMIP/BMIP_ctx2.yaml (available: BMIP_ctx2_dp9_lr2 "),
+])
+def test_bad_arguments_are_one_line_errors(repo, env, tmp_path, script, args, message):
+    proc = run_script(repo, f"bmip/{script}", args, env, tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ERROR: {message}"), lines
+    assert recorded_calls(env) == []
+
+
+def test_bad_sub_is_a_one_line_error(repo, env, tmp_path):
+    env["SUB"] = "novel"
+    proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "1"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["ERROR: SUB must be base, new or all, got 'novel'"]
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+EXPECTED_CONFIGS = {
+    # file stem: TRAINER.BMIP keys that differ from the official BMIP_ctx2_dp9_lr2.yaml
+    BASE_CFG: {},
+    XD_CFG: {},
+    f"{BASE_CFG}_addition": {"AGGREGATION": "addition"},
+    f"{BASE_CFG}_attention": {"AGGREGATION": "attention"},
+    f"{BASE_CFG}_joint": {"AGGREGATION": "joint"},
+    f"{BASE_CFG}_paper": {"VISION_WEIGHT": "per_sample", "TEXT_WEIGHT": "received", "MATCH_TEXT_DEPTH": True},
+}
+
+
+def _merged_cfg(stem):
+    from dassl.config import get_cfg_default
+    import trainers
+
+    cfg = get_cfg_default()
+    trainers.add_trainer_configs(cfg)
+    cfg.merge_from_file(str(BMIP_CONFIGS / f"{stem}.yaml"))
+    return cfg
+
+
+def test_bmip_config_files_are_the_expected_set():
+    assert sorted(p.stem for p in BMIP_CONFIGS.glob("*.yaml")) == sorted(EXPECTED_CONFIGS)
+
+
+def test_official_config_values_as_merged():
+    cfg = _merged_cfg(BASE_CFG)
+    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR_SCHEDULER) == ("adam", 0.002, 10, "cosine")
+    assert (cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == (1, "constant", 1e-5)
+    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS) == (4, 100, 8)
+    assert tuple(cfg.INPUT.SIZE) == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"
+    assert (cfg.TRAIN.EARLY_STOPPING, cfg.TRAIN.PATIENT_COUNT, cfg.TEST.FINAL_MODEL) == (True, 4, "best_val")
+    assert cfg.SHARE.SHARE_PARAMETER_VISUAL is True and cfg.SHARE.SHARE_PARAMETER_TEXT is True
+    bmip = cfg.TRAINER.BMIP
+    # yacs reads the YAML string "None" as Python None, in the official repository too
+    assert (bmip.N_CTX, bmip.CTX_INIT, bmip.PREC, bmip.PROMPT_DEPTH, bmip.CONNECT_METHOD) == (
+        2, "a photo of a", "fp16", 9, None)
+    assert (bmip.AGGREGATION, bmip.VISION_WEIGHT, bmip.TEXT_WEIGHT, bmip.MATCH_TEXT_DEPTH) == (
+        "attention_weighted", "batch_mean", "sos_row", False)
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED_CONFIGS))
+def test_every_config_merges_and_differs_from_the_official_one_only_where_intended(stem):
+    merged, official = _merged_cfg(stem), _merged_cfg(BASE_CFG)
+    for key, value in EXPECTED_CONFIGS[stem].items():
+        assert merged.TRAINER.BMIP[key] == value, (stem, key)
+        official.defrost()
+        official.TRAINER.BMIP[key] = value
+    assert merged == official
+
+
+def test_official_config_equals_the_official_file():
+    official = OFFICIAL_BMIP_CONFIGS / f"{BASE_CFG}.yaml"
+    if not official.is_file():
+        pytest.skip(f"official BMIP repository not on this machine: {OFFICIAL_BMIP_CONFIGS}")
+    ours = yaml.safe_load((BMIP_CONFIGS / f"{BASE_CFG}.yaml").read_text())
+    assert ours == yaml.safe_load(official.read_text())
+
+
+# --- end to end: real base2new train + test scripts with the tiny CLIP ----------------------------
+
+@pytest.mark.slow
+def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, tiny_clip_path, eurosat_root):
+    env = dict(os.environ)
+    env.update(
+        DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), PYTHON=sys.executable, SHOTS="2",
+        EXTRA_OPTS=(f"--backbone {tiny_clip_path} INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 2 DATASET.NUM_SHOTS 2 "
+                    "DATALOADER.NUM_WORKERS 0 TRAINER.BMIP.PREC fp32 DATALOADER.TRAIN_X.BATCH_SIZE 4 "
+                    "DATALOADER.TEST.BATCH_SIZE 50"),
+    )
+    for name in ("SUB", "LOADEP"):
+        env.pop(name, None)
+    for script in ("base2new_train_bmip.sh", "base2new_test_bmip.sh"):
+        proc = run_script(REPO_ROOT, f"bmip/{script}", ["eurosat", "1", "cpu"], env, tmp_path, timeout=600)
+        assert proc.returncode == 0, f"{script}: {proc.stderr[-3000:]}"
+
+    train_dir, test_dir = map(Path, base2new_dirs("eurosat", 1, shots=2, root=str(tmp_path / "out")))
+    assert (train_dir / "MultiModalPromptLearner" / "model-best.pth.tar").is_file()
+    train_results = json.loads((train_dir / "results.json").read_text())
+    test_results = json.loads((test_dir / "results.json").read_text())
+    assert train_results["trainer"] == test_results["trainer"] == "BMIP"
+    # the generated EuroSAT has 10 classes: 5 base, 5 new
+    assert (train_results["subsample_classes"], train_results["num_classes"]) == ("base", 5)
+    assert (test_results["subsample_classes"], test_results["num_classes"]) == ("new", 5)
+    assert 0.0 <= test_results["metrics"]["accuracy"] <= 100.0
+    # the test loaded the best-validation checkpoint, not an epoch file
+    assert "model-best.pth.tar" in (test_dir / "log.txt").read_text()
