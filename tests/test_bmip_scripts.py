@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.helpers.script_harness import (
@@ -312,3 +313,37 @@ def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, tiny_clip_
     assert 0.0 <= test_results["metrics"]["accuracy"] <= 100.0
     # the test loaded the best-validation checkpoint, not an epoch file
     assert "model-best.pth.tar" in (test_dir / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_bmip_weights_tool_reads_a_trained_run(tmp_path, tiny_clip_path, eurosat_root):
+    """tools/bmip_weights.py: per-layer mean aggregation weights of a trained BMIP run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, run_train
+
+    common = ["--root", eurosat_root, "--seed", 1, "--trainer", "BMIP",
+              "--dataset-config-file", str(REPO / "configs/datasets/eurosat.yaml"),
+              "--config-file", str(REPO / "configs/smoke/tiny_clip.yaml"), "--backbone", tiny_clip_path]
+    opts = ["DATASET.NUM_SHOTS", 2, "OPTIM.MAX_EPOCH", 1, "TRAINER.BMIP.PREC", "fp32"]
+    run_dir = tmp_path / "run"
+    proc = run_train(*common, "--output-dir", run_dir, *opts)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "w.png"
+    proc = subprocess.run([sys.executable, str(REPO / "tools/bmip_weights.py"), "--out", str(out),
+                           "--max-batches", "2", "--", *map(str, common), "--output-dir", str(tmp_path / "t"),
+                           "--model-dir", str(run_dir), "--load-epoch", "1", *map(str, opts)],
+                          capture_output=True, text=True, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    weights = json.loads((tmp_path / "w.json").read_text())
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(map(int, weights["vision"])) == list(range(1, 9))  # depth 9: layers 1..8
+    assert sorted(map(int, weights["text"])) == list(range(1, 8))  # official text: layers 1..7
+    for branch in ("vision", "text"):
+        for per_token in weights[branch].values():
+            assert len(per_token) == 2 and all(0.0 < w < 1.0 for w in per_token)
+    # the official text weight is sigmoid(bias) of that layer, whatever the input
+    ckpt = torch.load(run_dir / "MultiModalPromptLearner" / "model.pth.tar-1", weights_only=True)
+    bias = ckpt["state_dict"]["prompt_learner.text_gates.bias"]
+    assert weights["text"]["1"][0] == pytest.approx(torch.sigmoid(bias[0]).item(), abs=1e-6)
