@@ -289,3 +289,18 @@ def test_bmip_parameter_count_at_vit_b16_shape():
                 + (512 * 768 + 768) + (768 * 512 + 512)  # shared text->vision, vision->text projections
                 + 8 * 2 + 7)                         # vision gates (weight, bias), text gate biases
     assert n == expected == 1_203_223
+
+
+def test_pytorch_gives_aliased_parameters_separate_storage_when_cast():
+    """Why SHARED_VISUAL_PROMPT defaults to "copies": the official code's aliased
+    Parameters stop sharing memory once the module is moved or cast (as .cuda() does)."""
+    module = torch.nn.Module()
+    module.ctx_v = torch.nn.Parameter(torch.randn(77, 8))
+    module.compound_prompts_visual = torch.nn.ParameterList([module.ctx_v[:2, :] for _ in range(8)])
+    assert len({p.data_ptr() for p in module.compound_prompts_visual}) == 1
+    module.to("cpu")  # a no-op move keeps them aliased (the official code on a CPU)
+    assert len({p.data_ptr() for p in module.compound_prompts_visual}) == 1
+    module.double()  # a real conversion, like .to("cuda") or .half()
+    assert len({p.data_ptr() for p in module.compound_prompts_visual}) == 8
+    values = [p.detach() for p in module.compound_prompts_visual]
+    assert all(torch.equal(v, values[0]) for v in values)  # same start, independent from now on
