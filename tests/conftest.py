@@ -48,3 +48,19 @@ def run_train(*args, env=None, timeout=600):
 def train_cli():
     """The :func:`run_train` helper as a fixture."""
     return run_train
+
+
+@pytest.fixture(scope="module")
+def clip_model():
+    """The tiny ViT CLIP, every weight frozen (one per test module)."""
+    from tests.helpers.methods import frozen_tiny_vit_clip
+
+    return frozen_tiny_vit_clip()
+
+
+@pytest.fixture(scope="module")
+def vit_b16_shaped():
+    """A CLIP with ViT-B/16's widths and depths, for parameter counts."""
+    from tests.helpers.methods import vit_b16_shaped_clip
+
+    return vit_b16_shaped_clip()

@@ -5,36 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import clip
-import trainers
-from dassl.config import get_cfg_default
-from tests.helpers.tiny_clip import make_tiny_clip_state_dict
+from tests.helpers.methods import CLASSNAMES, images, make_cfg
 from trainers.base import PromptedCLIP
 from trainers.bmip import AGGREGATIONS, BMIP, BMIPPromptLearner
 
-CLASSNAMES = ["annual crop", "forest", "river", "sea or lake", "pasture"]
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    model = clip.build_model(make_tiny_clip_state_dict(kind="vit", seed=0))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def bmip_cfg(share=True, **bmip):
-    cfg = get_cfg_default()
-    trainers.add_trainer_configs(cfg)
-    cfg.SHARE.SHARE_PARAMETER_VISUAL = share
-    cfg.SHARE.SHARE_PARAMETER_TEXT = share
-    for k, v in bmip.items():
-        cfg.TRAINER.BMIP[k] = v
-    return cfg
-
-
-def images(n, seed):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return make_cfg(share=share, BMIP=bmip)
 
 
 # ------------------------------------------------------------------ literal reference
@@ -278,10 +254,8 @@ def test_official_checkpoint_keys_map_to_ours(clip_model):
         torch.testing.assert_close(mapped[k], ours[k])
 
 
-def test_bmip_parameter_count_at_vit_b16_shape():
-    sd = make_tiny_clip_state_dict(kind="vit", vision_width=768, vision_layers=12, image_resolution=32,
-                                   patch_size=16, text_width=512, text_layers=12, embed_dim=512)
-    m = clip.build_model(sd)
+def test_bmip_parameter_count_at_vit_b16_shape(vit_b16_shaped):
+    m = vit_b16_shaped
     learner = BMIPPromptLearner(bmip_cfg(), CLASSNAMES, m)
     n = sum(p.numel() for p in learner.parameters())
     expected = (2 * 512 + (512 * 768 + 768)          # ctx_t, proj_t (layer 0)

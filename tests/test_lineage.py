@@ -7,35 +7,13 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import trainers
-from dassl.config import get_cfg_default
+from tests.helpers.methods import CLASSNAMES, images, make_cfg, n_params, record
 from tests.helpers.tiny_clip import make_tiny_clip_state_dict
 from trainers.base import PromptedCLIP, encode_class_texts
 from trainers.cocoop import CoCoOpPromptLearner, InstanceConditionedCLIP
 from trainers.ivlp import IndependentVLPromptLearner, VisionPromptLearner, map_official_ivlp_keys
 from trainers.maple import MultiModalPromptLearner
 from trainers.prompting import DeepPromptHook, require_vit
-
-CLASSNAMES = ["annual crop", "forest", "river", "sea or lake", "pasture"]
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    model = clip.build_model(make_tiny_clip_state_dict(kind="vit", seed=0))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def make_cfg(**nodes):
-    """Default config with every trainer node; ``nodes`` = {"MAPLE": {"N_CTX": 2}, ...}."""
-    cfg = get_cfg_default()
-    trainers.add_trainer_configs(cfg)
-    for node, values in nodes.items():
-        for k, v in values.items():
-            cfg.TRAINER[node][k] = v
-    return cfg
-
 
 METHODS = {
     "CoCoOp": lambda m: InstanceConditionedCLIP(
@@ -48,10 +26,6 @@ METHODS = {
         "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9}), CLASSNAMES, m)),
     "MaPLe": lambda m: PromptedCLIP(m, MultiModalPromptLearner(make_cfg(MAPLE={"PROMPT_DEPTH": 9}), CLASSNAMES, m)),
 }
-
-
-def images(n, seed):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -81,22 +55,6 @@ def test_only_prompt_learner_trains_and_fixed_batch_is_fitted(clip_model, method
     assert trainable and all(n.startswith("prompt_learner.") for n in trainable)
     changed = [k for k, v in model.prompt_learner.state_dict().items() if not torch.equal(v, learner_before[k])]
     assert changed
-
-
-class RecordingBlock:
-    """Wraps a block, recording what it receives and returns."""
-
-    def __init__(self, block, i, log):
-        self.block, self.i, self.log = block, i, log
-
-    def __call__(self, x):
-        out = self.block(x)
-        self.log[self.i] = (x.detach().clone(), out.detach().clone())
-        return out
-
-
-def record(hook, log):
-    return lambda i, x, block: (hook or (lambda j, y, b: b(y)))(i, x, RecordingBlock(block, i, log))
 
 
 def test_zero_prompts_of_depth_one_sit_where_expected(clip_model):
@@ -235,18 +193,6 @@ def test_deep_prompt_hook_rejects_unknown_position():
 
 
 # ----------------------------------------------------------------------------- parameter counts
-@pytest.fixture(scope="module")
-def vit_b16_shaped():
-    """A CLIP with ViT-B/16's widths and depths (random weights, 32 px input)."""
-    sd = make_tiny_clip_state_dict(kind="vit", vision_width=768, vision_layers=12, image_resolution=32,
-                                   patch_size=16, text_width=512, text_layers=12, embed_dim=512)
-    return clip.build_model(sd)
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def test_parameter_counts_at_vit_b16_shape(vit_b16_shaped):
     m = vit_b16_shaped
     # MaPLe, 2 ctx, depth 9: the official implementation's count (3.55M in the paper)

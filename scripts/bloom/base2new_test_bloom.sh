@@ -1,0 +1,17 @@
+#!/bin/bash
+# Bloom, base-to-novel step 2: evaluate the step-1 model on the novel classes.
+#
+# Usage: bash scripts/bloom/base2new_test_bloom.sh DATASET SEED
+#   DATASET  name of configs/datasets/DATASET.yaml, e.g. eurosat
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+# Config: configs/trainers/Bloom/vit_b16_c2_ep5_batch4_2ctx.yaml
+# Output: ${OUTPUT}/base2new/test_${SUB}/${DATASET}/shots_${SHOTS}/Bloom/vit_b16_c2_ep5_batch4_2ctx/seed${SEED},
+#   model from ${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/Bloom/vit_b16_c2_ep5_batch4_2ctx/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, SHOTS (default 16), SUB (default new), LOADEP (default 5), PYTHON, EXTRA_OPTS
+#   (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 2 2 "bash scripts/bloom/base2new_test_bloom.sh DATASET SEED" "$@"
+run_base2new_test Bloom "vit_b16_c2_ep5_batch4_2ctx" "$1" "$2" "${LOADEP:-5}" "scripts/bloom/base2new_train_bloom.sh"
