@@ -18,8 +18,28 @@ Missing or unreadable runs are reported on stderr and left out; they never count
 
 The two building blocks, ``collect_results`` ({run_dir: {metric: value}}) and
 ``aggregate_over_seeds`` ({metric: SeedSummary}), are importable for table builders.
+
+Table mode turns a whole OUTPUT tree (the folders the protocol scripts write) into the
+tables the papers print::
+
+    python parse_test_res.py --table base2new OUTPUT [--format markdown|csv|latex]
+        [--trainers CoOp MaPLe/vit_b16_c2_ep5_batch4_2ctx] [--std] [--plot base2new.png]
+    python parse_test_res.py --table {openworld,xd,dg,fewshot} OUTPUT ...
+
+    base2new   OUTPUT/base2new/train_base/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>  (Base)
+               OUTPUT/base2new/test_new/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>    (New)
+    openworld  OUTPUT/base2new/test_all/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>    (hm, accuracy)
+    xd, dg     OUTPUT/<source>/<TRAINER>/<CFG>_<K>shots/seed<S>                        (source)
+               OUTPUT/evaluation/<TRAINER>/<CFG>_<K>shots/<dataset>/seed<S>            (targets)
+    fewshot    OUTPUT/fewshot/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>
+
+Cells are means over the seeds found anywhere in the table (or ``--seeds``); a missing or
+incomplete run is named on stderr and a cell without any run is a gap ("-"), never a zero.
+An average over datasets is a gap as soon as one of its datasets is.
 """
 import argparse
+import csv
+import io
 import json
 import math
 import os
@@ -28,7 +48,7 @@ import re
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -263,20 +283,559 @@ def parse_multi_experiment(
     return averages
 
 
+# ---------------------------------------------------------------------------------------------
+# Table mode: whole OUTPUT trees -> the papers' tables
+# ---------------------------------------------------------------------------------------------
+
+TABLE_KINDS = ("base2new", "openworld", "xd", "dg", "fewshot")
+TABLE_FORMATS = ("markdown", "csv", "latex")
+GAP = "-"
+
+# The order of the papers' tables (CoOp, CoCoOp, MaPLe, BMIP); other datasets follow, sorted.
+PAPER_DATASET_ORDER = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+)
+# Domain-generalization targets of a model trained on ImageNet, in the papers' order.
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+DATASET_TITLES = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
+    "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
+}
+
+SEED_DIR_PATTERN = re.compile(r"^seed(\d+)$")
+SHOTS_DIR_PATTERN = re.compile(r"^shots_(\d+)$")
+# Cross-dataset config folders are "<CFG>_<K>shots" (scripts/common.sh run_xd_train).
+XD_CONFIG_DIR_PATTERN = re.compile(r"^(.+)_(\d+)shots$")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A trainer run with one config file (and shot count): one row or column block of a table.
+
+    ``shots`` is None where shots are not part of the method (the few-shot table's rows).
+    """
+
+    trainer: str
+    config: str
+    shots: Optional[int] = None
+
+    def label(self, with_shots: bool = False) -> str:
+        """``TRAINER/CFG``, plus the shots when methods of a table differ in them."""
+        text = f"{self.trainer}/{self.config}"
+        return f"{text} ({self.shots} shots)" if with_shots and self.shots is not None else text
+
+    def matches(self, names: Sequence[str]) -> bool:
+        """True when a name equals the trainer or ``trainer/config`` (case-insensitive)."""
+        own = {self.trainer.casefold(), f"{self.trainer}/{self.config}".casefold()}
+        return any(name.casefold() in own for name in names)
+
+    def sort_key(self):
+        """Trainer, then config, then shots, in natural order."""
+        return (self.trainer.casefold(), _natural_key(self.config), self.shots or 0)
+
+
+@dataclass
+class Cell:
+    """One table value: mean over seeds and its spread (None for derived values), or a gap."""
+
+    mean: Optional[float] = None
+    spread: Optional[float] = None
+    num_runs: int = 0
+
+    @property
+    def missing(self) -> bool:
+        """True when there is no value (rendered as a gap)."""
+        return self.mean is None
+
+
+@dataclass
+class ResultTable:
+    """Headers and rows of a rendered table; a row holds labels (str) and values (Cell)."""
+
+    headers: List[str]
+    rows: List[List[Union[str, Cell]]]
+
+
+@dataclass
+class Base2NewResults:
+    """Base / New / HM cells of every (method, dataset) and each method's Average."""
+
+    methods: List[Method]
+    datasets: List[str]
+    cells: Dict[Tuple[Method, str], Dict[str, Cell]]
+    averages: Dict[Method, Dict[str, Cell]]
+
+    @property
+    def with_shots(self) -> bool:
+        """Whether method labels must name the shots to be told apart."""
+        return len({method.shots for method in self.methods}) > 1
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """2*B*N/(B+N), 0 when both are 0 (the evaluator's rule; kept here so tables need no torch)."""
+    total = base + new
+    return 2.0 * base * new / total if total > 0 else 0.0
+
+
+def dataset_title(name: str) -> str:
+    """The name the papers print for a dataset folder name (unknown names unchanged)."""
+    return DATASET_TITLES.get(name, name)
+
+
+def dataset_order_key(name: str):
+    """Papers' order (the 11 datasets, then the 4 ImageNet variants), other names after, sorted."""
+    known = PAPER_DATASET_ORDER + DG_TARGETS
+    return (0, known.index(name), "") if name in known else (1, 0, name)
+
+
+def seeds_in(config_dir: str) -> List[int]:
+    """Seeds of the ``seed<S>`` folders in ``config_dir`` (none when it does not exist)."""
+    if not osp.isdir(config_dir):
+        return []
+    return [int(m.group(1)) for m in (SEED_DIR_PATTERN.match(osp.basename(d)) for d in list_subdirs(config_dir)) if m]
+
+
+def mean_of_cells(cells: Iterable[Cell]) -> Cell:
+    """Mean of the cells' means; a gap when any cell is one (an average needs every dataset)."""
+    cells = list(cells)
+    if not cells or any(cell.missing for cell in cells):
+        return Cell()
+    return Cell(mean=float(np.mean([cell.mean for cell in cells])))
+
+
+def harmonic_mean_cell(base: Cell, new: Cell) -> Cell:
+    """HM of two cells' means; a gap when either is one."""
+    if base.missing or new.missing:
+        return Cell()
+    return Cell(mean=harmonic_mean(base.mean, new.mean))
+
+
+def summarize_runs(
+    config_dir: str, seeds: Sequence[int], keywords: Sequence[str], end_signal: str, ci95: bool = False
+) -> Dict[str, Cell]:
+    """Mean and spread over ``config_dir/seed<S>`` of each metric in ``keywords``.
+
+    Every missing, unreadable or incomplete run is named on stderr and left out; a metric no
+    run has becomes a gap.
+    """
+    if not osp.isdir(config_dir):
+        warn(f"missing runs: {config_dir} does not exist")
+        return {keyword: Cell() for keyword in keywords}
+    results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
+    for seed in seeds:
+        run_dir = osp.join(config_dir, f"seed{seed}")
+        metrics, source = read_run(run_dir, keywords, end_signal)
+        if metrics is None:
+            continue
+        absent = [keyword for keyword in keywords if keyword not in metrics]
+        if absent:
+            warn(f"{source} has no metric {', '.join(absent)}")
+        results[run_dir] = metrics
+    summaries = aggregate_over_seeds(results, ci95=ci95)
+    return {
+        keyword: Cell(summaries[keyword].mean, summaries[keyword].spread, summaries[keyword].num_runs)
+        if keyword in summaries
+        else Cell()
+        for keyword in keywords
+    }
+
+
+def scan_protocol_tree(root: str) -> Dict[Method, Dict[str, str]]:
+    """{method: {dataset: config dir}} of ``root/<dataset>/shots_<K>/<TRAINER>/<CFG>``."""
+    found: Dict[Method, Dict[str, str]] = {}
+    if not osp.isdir(root):
+        return found
+    for dataset_dir in list_subdirs(root):
+        for shots_dir in list_subdirs(dataset_dir):
+            shots = SHOTS_DIR_PATTERN.match(osp.basename(shots_dir))
+            if not shots:
+                continue
+            for trainer_dir in list_subdirs(shots_dir):
+                for config_dir in list_subdirs(trainer_dir):
+                    method = Method(osp.basename(trainer_dir), osp.basename(config_dir), int(shots.group(1)))
+                    found.setdefault(method, {})[osp.basename(dataset_dir)] = config_dir
+    return found
+
+
+def xd_source_dir(output: str, source: str, method: Method) -> str:
+    """Where scripts/common.sh run_xd_train writes the source-dataset runs of ``method``."""
+    return osp.join(output, source, method.trainer, f"{method.config}_{method.shots}shots")
+
+
+def xd_target_dir(output: str, dataset: str, method: Method) -> str:
+    """Where scripts/common.sh run_xd_test writes ``method``'s runs on target ``dataset``."""
+    return osp.join(output, "evaluation", method.trainer, f"{method.config}_{method.shots}shots", dataset)
+
+
+def _xd_methods_under(directory: str) -> Dict[Method, str]:
+    """{method: folder} of ``directory/<TRAINER>/<CFG>_<K>shots``."""
+    found: Dict[Method, str] = {}
+    if not osp.isdir(directory):
+        return found
+    for trainer_dir in list_subdirs(directory):
+        for config_dir in list_subdirs(trainer_dir):
+            match = XD_CONFIG_DIR_PATTERN.match(osp.basename(config_dir))
+            if match:
+                found[Method(osp.basename(trainer_dir), match.group(1), int(match.group(2)))] = config_dir
+    return found
+
+
+def scan_xd_tree(output: str, source: str) -> Tuple[Dict[Method, str], Dict[Method, Dict[str, str]]]:
+    """Cross-dataset runs: ({method: source config dir}, {method: {target dataset: dir}})."""
+    sources = _xd_methods_under(osp.join(output, source))
+    targets: Dict[Method, Dict[str, str]] = {}
+    for method, config_dir in _xd_methods_under(osp.join(output, "evaluation")).items():
+        targets[method] = {osp.basename(d): d for d in list_subdirs(config_dir)}
+    return sources, targets
+
+
+def select_methods(found: Iterable[Method], trainers: Optional[Sequence[str]]) -> List[Method]:
+    """The methods to show: all found, or those ``trainers`` names, in the order they are named."""
+    methods = sorted(set(found), key=Method.sort_key)
+    if not trainers:
+        return methods
+    selected: List[Method] = []
+    for name in trainers:
+        matching = [method for method in methods if method.matches([name]) and method not in selected]
+        if not matching and not any(method.matches([name]) for method in selected):
+            warn(f"--trainers {name}: no run of that trainer (or trainer/config) in this table")
+        selected.extend(matching)
+    return selected
+
+
+def expected_seeds(config_dirs: Iterable[str], seeds: Optional[Sequence[int]]) -> List[int]:
+    """``seeds`` when given, else every seed found in any of ``config_dirs``."""
+    if seeds:
+        return list(seeds)
+    return sorted({seed for config_dir in config_dirs for seed in seeds_in(config_dir)})
+
+
+def expected_datasets(found: Iterable[str], datasets: Optional[Sequence[str]]) -> List[str]:
+    """``datasets`` when given, else the datasets found, in the papers' order."""
+    if datasets:
+        return list(datasets)
+    return sorted(set(found), key=dataset_order_key)
+
+
+def collect_base2new(
+    output: str,
+    trainers: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    ci95: bool = False,
+) -> Base2NewResults:
+    """Base (train_base runs), New (test_new runs) and HM per method and dataset.
+
+    The per-dataset HM is the HM of the seed-averaged Base and New; the Average row takes
+    the mean of the per-dataset Base and of the New, and the HM of those two means.
+    """
+    train_root = osp.join(output, "base2new", "train_base")
+    new_root = osp.join(output, "base2new", "test_new")
+    base_dirs, new_dirs = scan_protocol_tree(train_root), scan_protocol_tree(new_root)
+    methods = select_methods(list(base_dirs) + list(new_dirs), trainers)
+    datasets = expected_datasets(
+        [d for m in methods for tree in (base_dirs, new_dirs) for d in tree.get(m, {})], datasets
+    )
+    seeds = expected_seeds(
+        [path for m in methods for tree in (base_dirs, new_dirs) for path in tree.get(m, {}).values()], seeds
+    )
+    cells: Dict[Tuple[Method, str], Dict[str, Cell]] = {}
+    averages: Dict[Method, Dict[str, Cell]] = {}
+    for method in methods:
+        for dataset in datasets:
+            relative = osp.join(dataset, f"shots_{method.shots}", method.trainer, method.config)
+            base = summarize_runs(osp.join(train_root, relative), seeds, ("accuracy",), TRAIN_END_SIGNAL, ci95)
+            new = summarize_runs(osp.join(new_root, relative), seeds, ("accuracy",), TEST_END_SIGNAL, ci95)
+            base, new = base["accuracy"], new["accuracy"]
+            cells[method, dataset] = {"Base": base, "New": new, "HM": harmonic_mean_cell(base, new)}
+        average_base = mean_of_cells(cells[method, d]["Base"] for d in datasets)
+        average_new = mean_of_cells(cells[method, d]["New"] for d in datasets)
+        averages[method] = {
+            "Base": average_base, "New": average_new, "HM": harmonic_mean_cell(average_base, average_new)
+        }
+    return Base2NewResults(methods, datasets, cells, averages)
+
+
+def base2new_table(results: Base2NewResults) -> ResultTable:
+    """Rows datasets + Average; a Base / New / HM column block per method, side by side."""
+    headers = ["Dataset"]
+    for method in results.methods:
+        label = method.label(results.with_shots)
+        headers += [f"{label} Base", f"{label} New", f"{label} HM"]
+    rows: List[List[Union[str, Cell]]] = []
+    for dataset in results.datasets:
+        row: List[Union[str, Cell]] = [dataset_title(dataset)]
+        for method in results.methods:
+            row += [results.cells[method, dataset][column] for column in ("Base", "New", "HM")]
+        rows.append(row)
+    average_row: List[Union[str, Cell]] = ["Average"]
+    for method in results.methods:
+        average_row += [results.averages[method][column] for column in ("Base", "New", "HM")]
+    rows.append(average_row)
+    return ResultTable(headers, rows)
+
+
+def openworld_table(output, trainers=None, datasets=None, seeds=None, ci95=False) -> ResultTable:
+    """BMIP Table 1: one row per method; Average HM / Acc, then HM / Acc of each dataset.
+
+    Values are the test_all runs' ``hm`` and ``accuracy`` (all-class classifier) averaged over
+    seeds; the Average columns are the means of the per-dataset values, as the paper computes them.
+    """
+    root = osp.join(output, "base2new", "test_all")
+    tree = scan_protocol_tree(root)
+    methods = select_methods(tree, trainers)
+    with_shots = len({method.shots for method in methods}) > 1
+    datasets = expected_datasets([d for m in methods for d in tree[m]], datasets)
+    seeds = expected_seeds([path for m in methods for path in tree[m].values()], seeds)
+    headers = ["Method", "Average HM", "Average Acc"]
+    for dataset in datasets:
+        headers += [f"{dataset_title(dataset)} HM", f"{dataset_title(dataset)} Acc"]
+    rows: List[List[Union[str, Cell]]] = []
+    for method in methods:
+        per_dataset = [
+            summarize_runs(
+                osp.join(root, dataset, f"shots_{method.shots}", method.trainer, method.config),
+                seeds, ("hm", "accuracy"), TEST_END_SIGNAL, ci95,
+            )
+            for dataset in datasets
+        ]
+        row: List[Union[str, Cell]] = [method.label(with_shots)]
+        row += [mean_of_cells(c["hm"] for c in per_dataset), mean_of_cells(c["accuracy"] for c in per_dataset)]
+        for cells in per_dataset:
+            row += [cells["hm"], cells["accuracy"]]
+        rows.append(row)
+    return ResultTable(headers, rows)
+
+
+def transfer_table(
+    output: str,
+    kind: str,
+    trainers: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    ci95: bool = False,
+    source: str = "imagenet",
+) -> ResultTable:
+    """Cross-dataset (``kind`` "xd", BMIP Table 2) or domain generalization ("dg", Table 3).
+
+    One row per method: accuracy on the source dataset, on each target, then for xd the
+    average over the targets, for dg the average over source and targets and the OOD average
+    over the targets. Targets default to the evaluated datasets that are not ImageNet variants
+    (xd) or the ImageNet variants (dg).
+    """
+    if kind not in ("xd", "dg"):
+        raise ValueError(f"transfer_table kind must be 'xd' or 'dg', got {kind!r}")
+    source_dirs, target_dirs = scan_xd_tree(output, source)
+    methods = select_methods(list(source_dirs) + list(target_dirs), trainers)
+    with_shots = len({method.shots for method in methods}) > 1
+    evaluated = {d for m in methods for d in target_dirs.get(m, {}) if d != source}
+    wanted = evaluated & set(DG_TARGETS) if kind == "dg" else evaluated - set(DG_TARGETS)
+    targets = expected_datasets(wanted, datasets)
+    seeds = expected_seeds(
+        [xd_source_dir(output, source, m) for m in methods]
+        + [xd_target_dir(output, d, m) for m in methods for d in targets],
+        seeds,
+    )
+    headers = ["Method", f"{dataset_title(source)} (source)"] + [dataset_title(d) for d in targets]
+    headers += ["Average", "OOD Average"] if kind == "dg" else ["Average"]
+    rows: List[List[Union[str, Cell]]] = []
+    for method in methods:
+        source_cell = summarize_runs(
+            xd_source_dir(output, source, method), seeds, ("accuracy",), TRAIN_END_SIGNAL, ci95
+        )["accuracy"]
+        target_cells = [
+            summarize_runs(xd_target_dir(output, d, method), seeds, ("accuracy",), TEST_END_SIGNAL, ci95)["accuracy"]
+            for d in targets
+        ]
+        row: List[Union[str, Cell]] = [method.label(with_shots), source_cell, *target_cells]
+        if kind == "dg":
+            row += [mean_of_cells([source_cell, *target_cells]), mean_of_cells(target_cells)]
+        else:
+            row.append(mean_of_cells(target_cells))
+        rows.append(row)
+    return ResultTable(headers, rows)
+
+
+def fewshot_table(output, trainers=None, datasets=None, seeds=None, ci95=False) -> ResultTable:
+    """Rows (method, shots) for every shot count found, columns datasets and their Average."""
+    root = osp.join(output, "fewshot")
+    tree = scan_protocol_tree(root)
+    runs = select_methods(tree, trainers)
+    # Shots become rows, so a method here is the trainer and config alone (order kept from runs).
+    methods = list(dict.fromkeys(Method(m.trainer, m.config) for m in runs))
+    shot_counts = sorted({m.shots for m in runs})
+    datasets = expected_datasets([d for m in runs for d in tree[m]], datasets)
+    seeds = expected_seeds([path for m in runs for path in tree[m].values()], seeds)
+    headers = ["Method", "Shots"] + [dataset_title(d) for d in datasets] + ["Average"]
+    rows: List[List[Union[str, Cell]]] = []
+    for method in methods:
+        for shots in shot_counts:
+            cells = [
+                summarize_runs(
+                    osp.join(root, d, f"shots_{shots}", method.trainer, method.config),
+                    seeds, ("accuracy",), TRAIN_END_SIGNAL, ci95,
+                )["accuracy"]
+                for d in datasets
+            ]
+            rows.append([method.label(), str(shots), *cells, mean_of_cells(cells)])
+    return ResultTable(headers, rows)
+
+
+def build_table(kind: str, output: str, **options) -> ResultTable:
+    """The ``kind`` table (one of TABLE_KINDS) of the OUTPUT tree ``output``.
+
+    ``options``: trainers, datasets, seeds, ci95 and, for xd/dg, source.
+    """
+    if not osp.isdir(output):
+        raise FileNotFoundError(f"directory not found: {output}")
+    if kind == "base2new":
+        return base2new_table(collect_base2new(output, **options))
+    if kind == "openworld":
+        return openworld_table(output, **options)
+    if kind in ("xd", "dg"):
+        return transfer_table(output, kind, **options)
+    if kind == "fewshot":
+        return fewshot_table(output, **options)
+    raise ValueError(f"unknown table {kind!r}; choose one of {', '.join(TABLE_KINDS)}")
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (dataset and config names hold ``_``)."""
+    replacements = {
+        "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    }
+    return "".join(replacements.get(char, char) for char in text)
+
+
+def format_cell(cell: Union[str, Cell], show_std: bool = False, fmt: str = "markdown") -> str:
+    """Text of one cell: two decimals, ``mean ± spread`` with ``show_std``, a gap for no value."""
+    if isinstance(cell, str):
+        return latex_escape(cell) if fmt == "latex" else cell
+    if cell.missing:
+        return GAP
+    text = f"{cell.mean:.2f}"
+    if show_std and cell.spread is not None:
+        plus_minus = r" $\pm$ " if fmt == "latex" else " ± "
+        text += f"{plus_minus}{cell.spread:.2f}"
+    return text
+
+
+def render_table(table: ResultTable, fmt: str = "markdown", show_std: bool = False) -> str:
+    """The table as markdown (GitHub pipes), csv or a LaTeX tabular."""
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    headers = [format_cell(header, fmt=fmt) for header in table.headers]
+    rows = [[format_cell(cell, show_std, fmt) for cell in row] for row in table.rows]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    from tabulate import tabulate
+
+    # latex_raw keeps our own escaping and $\pm$; number parsing would reformat "-" and decimals.
+    tablefmt = "latex_raw" if fmt == "latex" else "github"
+    value_columns = {i for row in table.rows for i, cell in enumerate(row) if isinstance(cell, Cell)}
+    alignment = ["right" if i in value_columns else "left" for i in range(len(headers))]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=alignment)
+
+
+def plot_base2new(results: Base2NewResults, path: str) -> str:
+    """Bar chart of Base / New / HM per dataset (and Average), one panel per method, saved to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise RuntimeError(f"--plot needs matplotlib (pip install matplotlib): {error}") from None
+    if not results.methods:
+        raise ValueError("nothing to plot: no base2new runs")
+    groups = [dataset_title(d) for d in results.datasets] + ["Average"]
+    positions = np.arange(len(groups))
+    width = 0.27
+    figure, axes = plt.subplots(
+        len(results.methods), 1, figsize=(max(6.0, 0.9 * len(groups) + 2), 3.2 * len(results.methods)),
+        squeeze=False,
+    )
+    for axis, method in zip(axes[:, 0], results.methods):
+        per_group = [results.cells[method, d] for d in results.datasets] + [results.averages[method]]
+        for offset, column in zip((-width, 0.0, width), ("Base", "New", "HM")):
+            # A gap is NaN, which matplotlib leaves out instead of drawing a zero-height bar.
+            heights = [np.nan if cells[column].missing else cells[column].mean for cells in per_group]
+            axis.bar(positions + offset, heights, width, label=column)
+        axis.set_title(method.label(results.with_shots))
+        axis.set_xticks(positions)
+        axis.set_xticklabels(groups, rotation=30, ha="right")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_ylim(0, 100)
+        axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def run_table_mode(args: argparse.Namespace) -> int:
+    """Print the requested table (and plot); returns the exit status."""
+    if args.plot and args.table != "base2new":
+        print(f"ERROR: --plot draws base2new bars; it cannot be used with --table {args.table}", file=sys.stderr)
+        return 1
+    if not osp.isdir(args.directory):
+        print(f"ERROR: directory not found: {args.directory}", file=sys.stderr)
+        return 1
+    options = dict(trainers=args.trainers, datasets=args.datasets, seeds=args.seeds, ci95=args.ci95)
+    base2new_results = None
+    if args.table == "base2new":
+        # Kept apart from build_table so that --plot draws from the same numbers as the table.
+        base2new_results = collect_base2new(args.directory, **options)
+        table = base2new_table(base2new_results)
+    else:
+        if args.table in ("xd", "dg"):
+            options["source"] = args.source
+        table = build_table(args.table, args.directory, **options)
+    if not any(isinstance(cell, Cell) and not cell.missing for row in table.rows for cell in row):
+        print(f"ERROR: no {args.table} results under {args.directory}", file=sys.stderr)
+        return 1
+    print(render_table(table, args.format, args.std))
+    if args.plot:
+        print(f"Plot saved to {plot_base2new(base2new_results, args.plot)}", file=sys.stderr)
+    return 0
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
-    """Command line of CoOp's parse_test_res.py."""
-    parser = argparse.ArgumentParser(description="Mean and std of test results over seeds.")
-    parser.add_argument("directory", type=str, help="experiment dir holding one subdir per seed")
+    """Command line of CoOp's parse_test_res.py, plus the table mode (``--table``)."""
+    parser = argparse.ArgumentParser(description="Mean and std of test results over seeds, or whole tables.")
+    parser.add_argument(
+        "directory", type=str, help="experiment dir holding one subdir per seed (with --table: the OUTPUT root)"
+    )
     parser.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of std")
     parser.add_argument("--test-log", action="store_true", help="parse logs of eval-only runs")
     parser.add_argument("--multi-exp", action="store_true", help="directory holds several experiments")
     parser.add_argument("--keyword", default="accuracy", type=str, help="metric to extract, e.g. macro_f1")
+    table = parser.add_argument_group("table mode")
+    table.add_argument("--table", choices=TABLE_KINDS, help="build this table from the whole OUTPUT tree")
+    table.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="table format (default markdown)")
+    table.add_argument("--trainers", nargs="+", metavar="NAME", help="only these trainers (TRAINER or TRAINER/CFG), in this order")
+    table.add_argument("--std", action="store_true", help="add +- std over seeds (the 95%% CI with --ci95)")
+    table.add_argument("--plot", metavar="PNG", help="base2new only: also draw Base/New/HM bars to this file")
+    table.add_argument("--datasets", nargs="+", metavar="NAME", help="columns/rows to show (default: every dataset found)")
+    table.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell expects (default: all found)")
+    table.add_argument("--source", default="imagenet", help="xd/dg: the dataset the models were trained on")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (1 when nothing could be read)."""
     args = build_arg_parser().parse_args(argv)
+    if args.table:
+        return run_table_mode(args)
     try:
         if args.multi_exp:
             found = parse_multi_experiment(args.directory, args.keyword, args.test_log, args.ci95)

@@ -156,7 +156,7 @@ prepare_protocol_run() {
     resolve_shots
     enter_repo_root
     require_config "configs/datasets/${dataset}.yaml" "Dataset"
-    require_config "configs/trainers/${trainer}/${cfg}.yaml" "Trainer"
+    require_config "configs/trainers/$(trainer_config_dir "$trainer")/${cfg}.yaml" "Trainer"
 }
 
 # The train.py flags every protocol run starts with.
@@ -168,29 +168,32 @@ protocol_flags() {
         --seed "$seed"
         --trainer "$trainer"
         --dataset-config-file "configs/datasets/${dataset}.yaml"
-        --config-file "configs/trainers/${trainer}/${cfg}.yaml"
+        --config-file "configs/trainers/$(trainer_config_dir "$trainer")/${cfg}.yaml"
         --output-dir "$dir"
     )
 }
 
 # Base-to-novel, step 1: train on the base half of DATASET's classes with SHOTS images per class, into
 # ${OUTPUT}/base2new/train_base/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
-# Usage: run_base2new_train TRAINER CFG DATASET SEED
+# FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only: its "training" is one evaluation).
+# Usage: run_base2new_train TRAINER CFG DATASET SEED [FLAG...]
 run_base2new_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
     local dir=${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
     if results_exist "$dir"; then
         return 0
     fi
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" -- \
+    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- \
         DATASET.NUM_SHOTS "$SHOTS" \
         DATASET.SUBSAMPLE_CLASSES base
 }
 
 # Base-to-novel, step 2: evaluate the step-1 model of epoch LOADEP on the SUB classes (default new), into
 # ${OUTPUT}/base2new/test_${SUB}/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
+# SUB=all is the open-world test: it also asks the evaluator for base/new/HM in the all-class label space.
 # TRAIN_SCRIPT (e.g. scripts/maple/base2new_train_maple.sh) is named when the model is missing.
 # Usage: run_base2new_test TRAINER CFG DATASET SEED LOADEP TRAIN_SCRIPT
 run_base2new_test() {
@@ -202,6 +205,7 @@ run_base2new_test() {
     esac
     require_integer LOADEP "$load_epoch"
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    subsample_opts "$sub"
     local common=${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
     local model_dir=${OUTPUT}/base2new/train_base/${common}
     local dir=${OUTPUT}/base2new/test_${sub}/${common}
@@ -216,21 +220,24 @@ run_base2new_test() {
         --eval-only \
         -- \
         DATASET.NUM_SHOTS "$SHOTS" \
-        DATASET.SUBSAMPLE_CLASSES "$sub"
+        "${SUBSAMPLE_OPTS[@]}"
 }
 
 # Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
 # class, into ${OUTPUT}/DATASET/TRAINER/CFG_${SHOTS}shots/seedSEED (skipped if finished).
-# Usage: run_xd_train TRAINER CFG DATASET SEED
+# FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only).
+# Usage: run_xd_train TRAINER CFG DATASET SEED [FLAG...]
 run_xd_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
+    shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local dir=${OUTPUT}/${dataset}/${trainer}/${cfg}_${SHOTS}shots/seed${seed}
+    local dir
+    dir=$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")
     if results_exist "$dir"; then
         return 0
     fi
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" -- DATASET.NUM_SHOTS "$SHOTS"
+    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- DATASET.NUM_SHOTS "$SHOTS"
 }
 
 # Cross-dataset, step 2: evaluate the step-1 model (trained on SOURCE_DATASET, default imagenet) of epoch
@@ -242,8 +249,9 @@ run_xd_test() {
     local source_dataset=${SOURCE_DATASET:-imagenet}
     require_integer LOADEP "$load_epoch"
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local model_dir=${OUTPUT}/${source_dataset}/${trainer}/${cfg}_${SHOTS}shots/seed${seed}
-    local dir=${OUTPUT}/evaluation/${trainer}/${cfg}_${SHOTS}shots/${dataset}/seed${seed}
+    local model_dir dir
+    model_dir=$(xd_train_dir "$trainer" "$cfg" "$source_dataset" "$seed")
+    dir=$(xd_test_dir "$trainer" "$cfg" "$dataset" "$seed")
     if results_exist "$dir"; then
         return 0
     fi
@@ -294,4 +302,140 @@ load_best_unless_epoch_given() {
         LOAD_EPOCH=$default_epoch
         prepend_train_flags --best
     fi
+}
+
+# --- output dirs, open-world, few-shot and zero-shot runs (one DATASET and SEED per call) ---
+
+# Folder under configs/trainers/ that holds TRAINER's configs: zero-shot CLIP has no config of its own
+# and reuses CoOp's backbone configs (rn50, vit_b16, ...), as the official zeroshot.sh does.
+# Usage: trainer_config_dir TRAINER
+trainer_config_dir() {
+    case "$1" in
+        ZeroshotCLIP) echo CoOp ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# Cross-dataset dirs (parse_test_res.py --table xd/dg reads these patterns; SHOTS must be set).
+# Usage: xd_train_dir TRAINER CFG SOURCE_DATASET SEED ; xd_test_dir TRAINER CFG TARGET_DATASET SEED
+xd_train_dir() {
+    echo "${OUTPUT}/$3/$1/$2_${SHOTS}shots/seed$4"
+}
+xd_test_dir() {
+    echo "${OUTPUT}/evaluation/$1/$2_${SHOTS}shots/$3/seed$4"
+}
+
+# Set the array SUBSAMPLE_OPTS to the config opts of a test on the SUB classes: SUB=all (open-world)
+# adds TEST.OPENWORLD_METRICS True so the evaluator reports base/new/HM inside the all-class label space.
+# Usage: subsample_opts SUB
+subsample_opts() {
+    SUBSAMPLE_OPTS=(DATASET.SUBSAMPLE_CLASSES "$1")
+    if [ "$1" = all ]; then
+        SUBSAMPLE_OPTS+=(TEST.OPENWORLD_METRICS True)
+    fi
+}
+
+# Few-shot (CoOp's protocol): train on ALL classes of DATASET with SHOTS images per class, into
+# ${OUTPUT}/fewshot/DATASET/shots_SHOTS/TRAINER/CFG/seedSEED (skipped if finished); its final test is
+# on all test classes. FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only).
+# Usage: run_fewshot TRAINER CFG DATASET SEED SHOTS [FLAG...]
+run_fewshot() {
+    local trainer=$1 cfg=$2 dataset=$3 seed=$4 shots=$5
+    shift 5
+    require_integer SHOTS "$shots"
+    SHOTS=$shots
+    prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
+    local dir=${OUTPUT}/fewshot/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
+    if results_exist "$dir"; then
+        return 0
+    fi
+    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- \
+        DATASET.NUM_SHOTS "$SHOTS" \
+        DATASET.SUBSAMPLE_CLASSES all
+}
+
+# Evaluate zero-shot CLIP (nothing trained, so no model dir) into DIR, skipped if finished.
+# Call prepare_protocol_run ZeroshotCLIP CFG DATASET SEED first.
+# Usage: run_zeroshot_eval CFG DATASET SEED DIR [KEY VALUE...]
+run_zeroshot_eval() {
+    local cfg=$1 dataset=$2 seed=$3 dir=$4
+    shift 4
+    if results_exist "$dir"; then
+        return 0
+    fi
+    protocol_flags ZeroshotCLIP "$cfg" "$dataset" "$seed" "$dir"
+    run_train "${PROTOCOL_FLAGS[@]}" --eval-only -- "$@"
+}
+
+# Zero-shot CLIP in the base-to-novel layout, so it sits in the same tables as the trained methods:
+# base classes into base2new/train_base, new classes into base2new/test_new and the open-world test
+# (all classes) into base2new/test_all, each under DATASET/shots_${SHOTS}/ZeroshotCLIP/CFG/seedSEED.
+# Usage: run_zeroshot_base2new CFG DATASET SEED
+run_zeroshot_base2new() {
+    local cfg=$1 dataset=$2 seed=$3
+    prepare_protocol_run ZeroshotCLIP "$cfg" "$dataset" "$seed"
+    local common=${dataset}/shots_${SHOTS}/ZeroshotCLIP/${cfg}/seed${seed}
+    local step_and_sub step sub
+    for step_and_sub in train_base:base test_new:new test_all:all; do
+        step=${step_and_sub%%:*}
+        sub=${step_and_sub#*:}
+        subsample_opts "$sub"
+        run_zeroshot_eval "$cfg" "$dataset" "$seed" "${OUTPUT}/base2new/${step}/${common}" \
+            DATASET.NUM_SHOTS "$SHOTS" "${SUBSAMPLE_OPTS[@]}"
+    done
+}
+
+# Zero-shot CLIP on the cross-dataset target DATASET, into the dir run_xd_test writes for trained methods.
+# Usage: run_zeroshot_xd_test CFG DATASET SEED
+run_zeroshot_xd_test() {
+    local cfg=$1 dataset=$2 seed=$3
+    prepare_protocol_run ZeroshotCLIP "$cfg" "$dataset" "$seed"
+    run_zeroshot_eval "$cfg" "$dataset" "$seed" "$(xd_test_dir ZeroshotCLIP "$cfg" "$dataset" "$seed")"
+}
+
+# --- sweeps (scripts/sweep.sh) ---
+
+# Folder under $DATA of a benchmark dataset (the dataset_dir of its class in datasets/); fails for a
+# dataset without a fixed folder (e.g. imagefolder, whose folder comes from its config).
+# Usage: dataset_folder DATASET
+dataset_folder() {
+    case "$1" in
+        caltech101) echo caltech-101 ;;
+        food101) echo food-101 ;;
+        imagenet_a) echo imagenet-adversarial ;;
+        imagenet_r) echo imagenet-rendition ;;
+        imagenet_sketch) echo imagenet-sketch ;;
+        imagenet | imagenetv2 | dtd | eurosat | fgvc_aircraft | oxford_flowers | oxford_pets | stanford_cars \
+            | sun397 | ucf101) echo "$1" ;;
+        *) return 1 ;;
+    esac
+}
+
+# Stop, naming every missing folder at once, unless each DATASET's folder exists under $DATA
+# (call require_data first). Datasets without a fixed folder are left to train.py to check.
+# Usage: require_dataset_folders DATASET...
+require_dataset_folders() {
+    local dataset folder missing=()
+    for dataset in "$@"; do
+        folder=$(dataset_folder "$dataset") || continue
+        [ -d "$DATA/$folder" ] || missing+=("$folder (for $dataset)")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        local joined
+        joined=$(printf ', %s' "${missing[@]}")
+        die "dataset folders missing in DATA=$DATA: ${joined:2} (see docs/DATASETS.md)"
+    fi
+}
+
+# Stop unless VALUE is one of the CHOICES; NAME labels the value in the message.
+# Usage: require_choice NAME VALUE CHOICE...
+require_choice() {
+    local name=$1 value=$2
+    shift 2
+    local choice
+    for choice in "$@"; do
+        [ "$value" = "$choice" ] && return 0
+    done
+    die "unknown $name '$value' (valid: $*)"
 }

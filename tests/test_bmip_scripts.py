@@ -22,7 +22,7 @@ BMIP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "BMIP"
 OFFICIAL_BMIP_CONFIGS = Path("/work/ref/LAMDASZ-ML+BMIP/configs/trainers/BMIP")
 BASE_CFG = "BMIP_ctx2_dp9_lr2"
 XD_CFG = "BMIP_ctx2_dp9_lr2_cross_datasets"
-SCRIPTS = ("base2new_train_bmip.sh", "base2new_test_bmip.sh", "xd_train.sh", "xd_test.sh")
+SCRIPTS = ("base2new_train_bmip.sh", "base2new_test_bmip.sh", "xd_train.sh", "xd_test.sh", "fewshot_bmip.sh")
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def only_call(env):
 
 # --- scripts: command lines -------------------------------------------------------------------
 
-def test_the_four_official_script_names_exist():
+def test_the_official_script_names_and_fewshot_exist():
     assert sorted(p.name for p in (REPO_ROOT / "scripts" / "bmip").glob("*.sh")) == sorted(SCRIPTS)
 
 
@@ -145,7 +145,7 @@ def test_environment_overrides_sub_shots_output_loadep_and_extra_opts(repo, env,
     assert only_call(env) == head_flags(BASE_CFG, "eurosat", "1", test_dir, env["DATA"]) + [
         "--model-dir", train_dir, "--load-epoch", "7", "--eval-only", "--device", "cpu",
         "--backbone", "RN50", "OPTIM.MAX_EPOCH", "1",
-        "DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "all"]
+        "DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "all", "TEST.OPENWORLD_METRICS", "True"]
 
 
 def test_xd_train_then_test_with_defaults(repo, env, tmp_path):
@@ -181,13 +181,14 @@ def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_data_unset_or_missing_is_a_one_line_error(repo, env, tmp_path, script):
+    head = ["eurosat", "1", "16"] if script.startswith("fewshot") else ["eurosat", "1"]  # fewshot takes SHOTS
     del env["DATA"]
-    proc = run_script(repo, f"bmip/{script}", ["eurosat", "1", "cpu"], env, tmp_path)
+    proc = run_script(repo, f"bmip/{script}", head + ["cpu"], env, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["ERROR: DATA is not set: export DATA=/path/to/datasets"]
 
     env["DATA"] = str(tmp_path / "no-such-folder")
-    proc = run_script(repo, f"bmip/{script}", ["eurosat", "1"], env, tmp_path)
+    proc = run_script(repo, f"bmip/{script}", head, env, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"ERROR: DATA folder does not exist: {tmp_path / 'no-such-folder'}"]
     assert recorded_calls(env) == []

@@ -97,11 +97,11 @@ def env(tmp_path):
 
 # --- scripts: command lines -------------------------------------------------------------------
 
-def test_each_method_has_the_four_official_scripts():
+def test_each_method_has_the_four_official_scripts_and_fewshot():
     for method in METHODS.values():
         names = sorted(p.name for p in (REPO_ROOT / "scripts" / method.folder).glob("*.sh"))
         assert names == sorted(Path(method.script(step)).name
-                               for step in ("base2new_train", "base2new_test", "xd_train", "xd_test"))
+                               for step in ("base2new_train", "base2new_test", "xd_train", "xd_test", "fewshot"))
 
 
 def test_maple_base2new_commands_literally(repo, env, tmp_path):

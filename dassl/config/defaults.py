@@ -203,6 +203,9 @@ _C.TEST.EVALUATOR = "Classification"
 _C.TEST.PER_CLASS_RESULT = False
 # Save the row-normalised confusion matrix to OUTPUT_DIR/cmat.pt.
 _C.TEST.COMPUTE_CMAT = False
+# Open-world protocol (BMIP): with DATASET.SUBSAMPLE_CLASSES "all", also report accuracy on base-class
+# images (first ceil(n/2) labels), on new-class images and their harmonic mean, all over the full classifier.
+_C.TEST.OPENWORLD_METRICS = False
 # Skip the final test after training.
 _C.TEST.NO_TEST = False
 # Split used for the final evaluation: "test" or "val".

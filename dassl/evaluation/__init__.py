@@ -4,5 +4,7 @@ from .evaluator import (
     Classification,
     EvaluatorBase,
     build_evaluator,
+    harmonic_mean,
     macro_f1_score,
+    openworld_accuracies,
 )

@@ -1,4 +1,5 @@
 """Evaluators: accumulate predictions batch by batch, then report Dassl's result lines."""
+import math
 import os.path as osp
 from collections import OrderedDict
 
@@ -6,7 +7,14 @@ import torch
 
 from dassl.utils import Registry, atomic_torch_save, check_availability
 
-__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "EvaluatorBase", "Classification"]
+__all__ = [
+    "EVALUATOR_REGISTRY",
+    "build_evaluator",
+    "EvaluatorBase",
+    "Classification",
+    "harmonic_mean",
+    "openworld_accuracies",
+]
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
 
@@ -60,6 +68,33 @@ def macro_f1_score(y_true, y_pred):
     return float(f1.mean())
 
 
+def harmonic_mean(base, new):
+    """Harmonic mean 2*B*N/(B+N) of two accuracies (0 when both are 0), as the papers report HM."""
+    total = base + new
+    return 2.0 * base * new / total if total > 0 else 0.0
+
+
+def openworld_accuracies(y_true, y_pred, num_classes):
+    """Accuracy (percent) on base-class and on new-class samples of an all-class prediction set.
+
+    Base classes are the first ``ceil(num_classes / 2)`` labels, as ``DATASET.SUBSAMPLE_CLASSES``
+    splits them; predictions range over all ``num_classes`` labels, so confusing a base image
+    with a new class counts as an error. Returns ``(base_accuracy, new_accuracy)``; an entry is
+    None when no sample has a label of that half.
+    """
+    num_base = math.ceil(num_classes / 2)
+    correct = (y_pred == y_true).double()
+    is_new = (y_true >= num_base).long()
+    # Index 0 gathers base samples, index 1 new ones: one pass for both counts.
+    totals = torch.bincount(is_new, minlength=2)
+    corrects = torch.bincount(is_new, weights=correct, minlength=2)
+    accuracies = [
+        100.0 * float(corrects[half]) / int(totals[half]) if int(totals[half]) > 0 else None
+        for half in (0, 1)
+    ]
+    return accuracies[0], accuracies[1]
+
+
 @EVALUATOR_REGISTRY.register()
 class Classification(EvaluatorBase):
     """Accuracy, error rate and macro-F1 of single-label classification (Dassl's evaluator).
@@ -75,7 +110,10 @@ class Classification(EvaluatorBase):
 
     and returns an OrderedDict whose first entry is the accuracy (trainers report that one),
     followed by ``error``, ``macro_f1`` and ``error_rate`` (Dassl's name for ``error``), all in
-    percent. With ``TEST.PER_CLASS_RESULT``
+    percent. With ``TEST.OPENWORLD_METRICS`` (needs ``DATASET.SUBSAMPLE_CLASSES`` "all") it
+    then prints ``* base_accuracy``, ``* new_accuracy`` and ``* hm`` and adds those keys: the
+    accuracy on images of the base classes (the first ceil(C/2) of the C logit columns) and of
+    the new classes, both predicted over all C classes, and their harmonic mean. With ``TEST.PER_CLASS_RESULT``
     it also prints one line per class and adds ``perclass_accuracy`` (mean over classes).
     With ``TEST.COMPUTE_CMAT`` it saves the row-normalised confusion matrix to
     ``OUTPUT_DIR/cmat.pt``. After ``evaluate()``, ``total``, ``correct`` and ``per_class``
@@ -89,6 +127,12 @@ class Classification(EvaluatorBase):
                 "TEST.PER_CLASS_RESULT=True needs lab2cname (label -> class name) for the evaluator"
             )
         self._lab2cname = lab2cname
+        self._openworld = bool(cfg.TEST.get("OPENWORLD_METRICS", False))
+        if self._openworld and cfg.DATASET.SUBSAMPLE_CLASSES != "all":
+            raise ValueError(
+                "TEST.OPENWORLD_METRICS=True needs DATASET.SUBSAMPLE_CLASSES 'all' (base and new "
+                f"classes in one label space), got {cfg.DATASET.SUBSAMPLE_CLASSES!r}"
+            )
         self.reset()
 
     def reset(self):
@@ -97,6 +141,7 @@ class Classification(EvaluatorBase):
         self._y_pred = []
         self._correct = 0
         self._total = 0
+        self._num_classes = None
         self.per_class = None
         self.results = None
 
@@ -118,6 +163,12 @@ class Classification(EvaluatorBase):
                 f"Classification.process expects logits (N, C) and labels (N,), "
                 f"got {tuple(mo.shape)} and {tuple(gt.shape)}"
             )
+        if self._num_classes is not None and mo.shape[1] != self._num_classes:
+            raise ValueError(
+                f"Classification.process got {mo.shape[1]} logit columns after {self._num_classes} "
+                "in earlier batches; every batch must score the same classes"
+            )
+        self._num_classes = mo.shape[1]
         pred = mo.max(dim=1).indices.detach().cpu().long()
         gt = gt.detach().cpu().long()
         self._correct += int((pred == gt).sum())
@@ -160,6 +211,20 @@ class Classification(EvaluatorBase):
         atomic_torch_save({"labels": labels, "cmat": cmat}, save_path)
         print(f"Confusion matrix is saved to {save_path}")
 
+    def _openworld_results(self, y_true, y_pred):
+        """Print and return base/new accuracy and HM; empty (with a note) if a half has no image."""
+        base_acc, new_acc = openworld_accuracies(y_true, y_pred, self._num_classes)
+        if base_acc is None or new_acc is None:
+            missing = "base" if base_acc is None else "new"
+            print(
+                f"Open-world metrics skipped: no test image belongs to the {missing} classes "
+                f"(base = labels 0..{math.ceil(self._num_classes / 2) - 1} of {self._num_classes})"
+            )
+            return OrderedDict()
+        hm = harmonic_mean(base_acc, new_acc)
+        print(f"* base_accuracy: {base_acc:.1f}%\n* new_accuracy: {new_acc:.1f}%\n* hm: {hm:.1f}%")
+        return OrderedDict([("base_accuracy", base_acc), ("new_accuracy", new_acc), ("hm", hm)])
+
     def evaluate(self):
         """Print Dassl's result lines and return the metrics (percent) as an OrderedDict."""
         if self._total == 0:
@@ -184,6 +249,8 @@ class Classification(EvaluatorBase):
             f"* error: {err:.1f}%\n"
             f"* macro_f1: {macro_f1:.1f}%"
         )
+        if self._openworld:
+            results.update(self._openworld_results(y_true, y_pred))
 
         if self.cfg.TEST.PER_CLASS_RESULT:
             self.per_class = self._per_class_counts(y_true, y_pred)

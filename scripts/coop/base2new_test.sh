@@ -1,0 +1,17 @@
+#!/bin/bash
+# CoOp, base-to-novel step 2: evaluate the step-1 model on the novel classes (SUB=all: open-world test).
+#
+# Usage: bash scripts/coop/base2new_test.sh DATASET SEED
+#   DATASET  name of configs/datasets/DATASET.yaml, e.g. eurosat
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+# Config: configs/trainers/CoOp/vit_b16_ep100.yaml
+# Output: ${OUTPUT}/base2new/test_${SUB}/${DATASET}/shots_${SHOTS}/CoOp/vit_b16_ep100/seed${SEED},
+#   model from ${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/CoOp/vit_b16_ep100/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, SHOTS (default 16), SUB (default new), LOADEP (default 100), PYTHON, EXTRA_OPTS
+#   (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 2 2 "bash scripts/coop/base2new_test.sh DATASET SEED" "$@"
+run_base2new_test CoOp "vit_b16_ep100" "$1" "$2" "${LOADEP:-100}" "scripts/coop/base2new_train.sh"

@@ -1,0 +1,17 @@
+#!/bin/bash
+# CoOp, cross-dataset step 2: evaluate the source-dataset model on another dataset.
+#
+# Usage: bash scripts/coop/xd_test.sh DATASET SEED
+#   DATASET  name of configs/datasets/DATASET.yaml, the target, e.g. caltech101 or imagenet_sketch
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+# Config: configs/trainers/CoOp/vit_b16_ep50.yaml
+# Output: ${OUTPUT}/evaluation/CoOp/vit_b16_ep50_${SHOTS}shots/${DATASET}/seed${SEED},
+#   model from ${OUTPUT}/${SOURCE_DATASET}/CoOp/vit_b16_ep50_${SHOTS}shots/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, SOURCE_DATASET (default imagenet), SHOTS (default 16), LOADEP (default 50), PYTHON, EXTRA_OPTS
+#   (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 2 2 "bash scripts/coop/xd_test.sh DATASET SEED" "$@"
+run_xd_test CoOp "vit_b16_ep50" "$1" "$2" "${LOADEP:-50}" "bash scripts/coop/xd_train.sh ${SOURCE_DATASET:-imagenet} $2"

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Deep language prompting (IVLP, text prompts only), few-shot (CoOp's protocol): train on ALL classes with SHOTS images each, test on all classes.
+#
+# Usage: bash scripts/language-prompting/fewshot_lp.sh DATASET SEED SHOTS
+#   DATASET  name of configs/datasets/DATASET.yaml, e.g. eurosat
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+#   SHOTS    training images per class: 1, 2, 4, 8 or 16
+# Config: configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml
+# Output: ${OUTPUT}/fewshot/${DATASET}/shots_${SHOTS}/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, PYTHON, EXTRA_OPTS (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 3 3 "bash scripts/language-prompting/fewshot_lp.sh DATASET SEED SHOTS" "$@"
+run_fewshot IVLP "vit_b16_c2_ep5_batch4_4ctx_language_only" "$1" "$2" "$3"

@@ -1,0 +1,172 @@
+#!/bin/bash
+# Run one evaluation protocol for one method over datasets x seeds (x shots), by calling the
+# method's per-run scripts; runs whose output dir already holds results.json are skipped, so an
+# interrupted sweep is resumed by running the same command again.
+#
+# Usage: bash scripts/sweep.sh PROTOCOL METHOD
+#   PROTOCOL  base2new   train on base classes, test on new classes (the base test is the training run's)
+#             openworld  train on base classes (reusing base2new runs), test on all classes (SUB=all)
+#             xd         train on SOURCE_DATASET once per seed, test on every dataset of DATASETS
+#             dg         as xd, with the ImageNet variants as targets
+#             fewshot    train and test on all classes with each number of shots in SHOTS_LIST
+#   METHOD    zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom
+# Environment:
+#   DATASETS     datasets to loop over (default: the 11 benchmarks; for dg imagenetv2 imagenet_sketch
+#                imagenet_a imagenet_r; for xd/dg the source is left out of the targets)
+#   SEEDS        default "1 2 3"
+#   SHOTS_LIST   fewshot only, default "1 2 4 8 16"
+#   SOURCE_DATASET  xd/dg source (default imagenet)
+#   DATA (required), OUTPUT, SHOTS, LOADEP, PYTHON, EXTRA_OPTS are passed on to the per-run scripts
+#   (see scripts/common.sh).
+# Before the first run it checks DATA and that every dataset folder exists under it (all missing ones
+# are listed); the first failing run stops the sweep. At the end it prints the table command.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+PROTOCOLS=(base2new openworld xd dg fewshot)
+METHODS=(zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom)
+BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+
+require_arg_count 2 2 "bash scripts/sweep.sh PROTOCOL METHOD" "$@"
+PROTOCOL=$1
+METHOD=$2
+require_choice protocol "$PROTOCOL" "${PROTOCOLS[@]}"
+require_choice method "$METHOD" "${METHODS[@]}"
+
+# Path under scripts/ of METHOD's per-run script for STEP; the names are the official ones,
+# hence the per-method suffixes (and BMIP's unsuffixed cross-dataset scripts).
+# Usage: method_script STEP
+method_script() {
+    local step=$1 suffix=""
+    case "$METHOD" in
+        vpt) suffix=_vpt ;;
+        language-prompting) suffix=_lp ;;
+        independent-vlp) suffix=_ivlp ;;
+        maple) suffix=_maple ;;
+        bloom) suffix=_bloom ;;
+        bmip) [[ "$step" == xd_* ]] || suffix=_bmip ;;
+    esac
+    echo "${METHOD}/${step}${suffix}.sh"
+}
+
+# Every run of the sweep, in order: a label for the progress line, the SUB it needs ("" = leave as
+# is) and the per-run script with its arguments.
+RUN_LABELS=()
+RUN_SUBS=()
+RUN_COMMANDS=()
+# Usage: add_run LABEL SUB SCRIPT ARG...
+add_run() {
+    RUN_LABELS+=("$1")
+    RUN_SUBS+=("$2")
+    RUN_COMMANDS+=("${*:3}")
+}
+
+# Base-to-novel and open-world share the training run; they differ in the test's classes.
+plan_base_to_novel() {
+    local test_sub=$1 dataset seed
+    for dataset in $DATASETS; do
+        for seed in $SEEDS; do
+            if [ "$METHOD" = zsclip ]; then
+                # one call evaluates base, new and all classes
+                add_run "$METHOD $PROTOCOL $dataset seed $seed" "" "$(method_script base2new)" "$dataset" "$seed"
+                continue
+            fi
+            add_run "$METHOD $PROTOCOL $dataset seed $seed (train on base classes)" "" \
+                "$(method_script base2new_train)" "$dataset" "$seed"
+            add_run "$METHOD $PROTOCOL $dataset seed $seed (test on $test_sub classes)" "$test_sub" \
+                "$(method_script base2new_test)" "$dataset" "$seed"
+        done
+    done
+}
+
+# Cross-dataset and domain generalization: one source run per seed, then every target.
+plan_cross_dataset() {
+    local source=$1 dataset seed
+    for seed in $SEEDS; do
+        if [ "$METHOD" = cocoop ]; then
+            # CoCoOp's official xd_train.sh takes only SEED and trains on SOURCE_DATASET
+            add_run "$METHOD $PROTOCOL $source seed $seed (source)" "" "$(method_script xd_train)" "$seed"
+        else
+            add_run "$METHOD $PROTOCOL $source seed $seed (source)" "" "$(method_script xd_train)" "$source" "$seed"
+        fi
+        for dataset in $DATASETS; do
+            [ "$dataset" = "$source" ] && continue
+            add_run "$METHOD $PROTOCOL $dataset seed $seed (target)" "" "$(method_script xd_test)" "$dataset" "$seed"
+        done
+    done
+}
+
+plan_few_shot() {
+    local dataset shots seed
+    for dataset in $DATASETS; do
+        for shots in $SHOTS_LIST; do
+            for seed in $SEEDS; do
+                add_run "$METHOD $PROTOCOL $dataset seed $seed shots $shots" "" \
+                    "$(method_script fewshot)" "$dataset" "$seed" "$shots"
+            done
+        done
+    done
+}
+
+# --- checks, all before the first run ---
+require_data
+export DATA
+if [ -n "${OUTPUT:-}" ]; then
+    OUTPUT=$(absolute_path "$OUTPUT")
+    export OUTPUT
+fi
+resolve_seeds
+export SEEDS
+SOURCE_DATASET=${SOURCE_DATASET:-imagenet}
+export SOURCE_DATASET
+case "$PROTOCOL" in
+    dg) DATASETS=${DATASETS:-$DG_TARGETS} ;;
+    xd) DATASETS=${DATASETS:-${BENCHMARK_DATASETS/imagenet /}} ;;
+    *) DATASETS=${DATASETS:-$BENCHMARK_DATASETS} ;;
+esac
+[ -n "${DATASETS// /}" ] || die "DATASETS is empty: set it to e.g. \"eurosat dtd\""
+SHOTS_LIST=${SHOTS_LIST:-1 2 4 8 16}
+for shots in $SHOTS_LIST; do
+    require_integer SHOTS_LIST "$shots"
+done
+
+enter_repo_root
+NEEDED_DATASETS=$DATASETS
+if [ "$PROTOCOL" = xd ] || [ "$PROTOCOL" = dg ]; then
+    NEEDED_DATASETS="$SOURCE_DATASET $DATASETS"
+fi
+unknown=()
+for dataset in $NEEDED_DATASETS; do
+    [ -f "configs/datasets/${dataset}.yaml" ] || unknown+=("$dataset")
+done
+[ "${#unknown[@]}" -eq 0 ] || die "unknown datasets (no configs/datasets/<name>.yaml): ${unknown[*]}"
+require_dataset_folders $NEEDED_DATASETS
+
+case "$PROTOCOL" in
+    base2new) plan_base_to_novel new ;;
+    openworld) plan_base_to_novel all ;;
+    xd | dg) plan_cross_dataset "$SOURCE_DATASET" ;;
+    fewshot) plan_few_shot ;;
+esac
+
+for script in $(printf '%s\n' "${RUN_COMMANDS[@]}" | cut -d' ' -f1 | sort -u); do
+    [ -f "scripts/$script" ] || die "method $METHOD has no script scripts/$script for protocol $PROTOCOL"
+done
+
+# --- the runs ---
+total=${#RUN_COMMANDS[@]}
+for index in "${!RUN_COMMANDS[@]}"; do
+    echo "[$((index + 1))/$total] ${RUN_LABELS[$index]}"
+    read -r -a command <<< "${RUN_COMMANDS[$index]}"
+    status=0
+    if [ -n "${RUN_SUBS[$index]}" ]; then
+        SUB=${RUN_SUBS[$index]} bash "scripts/${command[0]}" "${command[@]:1}" || status=$?
+    else
+        bash "scripts/${command[0]}" "${command[@]:1}" || status=$?
+    fi
+    [ "$status" -eq 0 ] || die "run $((index + 1))/$total failed (exit $status): bash scripts/${RUN_COMMANDS[$index]}"
+done
+
+echo "Sweep done: $total runs of $METHOD $PROTOCOL. Build the table (from $PWD) with:"
+echo "python parse_test_res.py --table $PROTOCOL ${OUTPUT:-$PWD/output}"

@@ -1,0 +1,437 @@
+"""parse_test_res.py --table: base2new / openworld / xd / dg / fewshot tables built from fake
+OUTPUT trees (two datasets, two seeds, two methods), checked against hand-computed numbers;
+plus one slow end-to-end run of train.py feeding the base2new and openworld tables."""
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_train
+import parse_test_res as ptr
+
+COOP = ("CoOp", "vit_b16_ep50")
+MAPLE = ("MaPLe", "vit_b16_c2_ep5_batch4_2ctx")
+SEEDS = (1, 2)
+
+
+def write_run(run_dir, complete=True, **metrics):
+    """A results.json as the trainer writes it (only the fields the tables read matter)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    content = {"complete": complete, "metrics": metrics, "split": "test"}
+    (run_dir / "results.json").write_text(json.dumps(content))
+
+
+def protocol_dir(output, kind, dataset, method, seed, shots=16):
+    """OUTPUT/<kind>/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S> (kind: base2new/train_base, fewshot, ...)."""
+    trainer, config = method
+    return output / kind / dataset / f"shots_{shots}" / trainer / config / f"seed{seed}"
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+def parse_markdown(text):
+    """(headers, {first cell: {header: cell}}) of a GitHub markdown table."""
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
+    split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    headers, body = split[0], split[2:]  # split[1] is the |---| line
+    return headers, {row[0]: dict(zip(headers, row)) for row in body}
+
+
+def parse_csv(text):
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
+
+
+def number(cell):
+    return float(cell.split("±")[0])
+
+
+def table(kind, output, *args, capsys=None):
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    status = ptr.main(["--table", kind, str(output), *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+# ---------------------------------------------------------------------------------------------
+# base2new
+# ---------------------------------------------------------------------------------------------
+
+# (method, dataset) -> (base accuracy per seed, new accuracy per seed)
+BASE2NEW = {
+    (COOP, "eurosat"): ([80.0, 84.0], [50.0, 60.0]),
+    (COOP, "dtd"): ([70.0, 72.0], [40.0, 44.0]),
+    (MAPLE, "eurosat"): ([90.0, 92.0], [70.0, 74.0]),
+    (MAPLE, "dtd"): ([75.0, 79.0], [55.0, 57.0]),
+}
+
+
+@pytest.fixture
+def base2new_output(tmp_path):
+    output = tmp_path / "output"
+    for (method, dataset), (bases, news) in BASE2NEW.items():
+        for seed, base, new in zip(SEEDS, bases, news):
+            write_run(protocol_dir(output, "base2new/train_base", dataset, method, seed), accuracy=base)
+            write_run(protocol_dir(output, "base2new/test_new", dataset, method, seed), accuracy=new)
+    return output
+
+
+def expected_base2new(method, dataset):
+    bases, news = BASE2NEW[method, dataset]
+    return np.mean(bases), np.mean(news), hm(np.mean(bases), np.mean(news))
+
+
+def test_base2new_numbers_and_paper_average_rule(base2new_output, capsys):
+    status, out, err = table("base2new", base2new_output, capsys=capsys)
+    assert status == 0, err
+    headers, rows = parse_markdown(out)
+    assert headers == ["Dataset"] + [f"{t}/{c} {col}" for t, c in (COOP, MAPLE) for col in ("Base", "New", "HM")]
+    assert list(rows) == ["DTD", "EuroSAT", "Average"]  # the papers' order: dtd before eurosat
+    for method in (COOP, MAPLE):
+        label = "/".join(method)
+        for dataset, title in (("dtd", "DTD"), ("eurosat", "EuroSAT")):
+            base, new, harmonic = expected_base2new(method, dataset)
+            assert number(rows[title][f"{label} Base"]) == round(base, 2)
+            assert number(rows[title][f"{label} New"]) == round(new, 2)
+            assert number(rows[title][f"{label} HM"]) == round(harmonic, 2)
+        # Average: mean Base, mean New, HM of those two means (not the mean of the HMs)
+        per_dataset = [expected_base2new(method, d) for d in ("dtd", "eurosat")]
+        average_base = np.mean([b for b, _, _ in per_dataset])
+        average_new = np.mean([n for _, n, _ in per_dataset])
+        assert number(rows["Average"][f"{label} Base"]) == round(average_base, 2)
+        assert number(rows["Average"][f"{label} New"]) == round(average_new, 2)
+        assert number(rows["Average"][f"{label} HM"]) == round(hm(average_base, average_new), 2)
+    coop_mean_of_hms = np.mean([expected_base2new(COOP, d)[2] for d in ("dtd", "eurosat")])
+    assert number(rows["Average"]["CoOp/vit_b16_ep50 HM"]) != round(coop_mean_of_hms, 2)
+    assert err == ""
+
+
+def test_base2new_std_is_population_std_over_seeds(base2new_output, capsys):
+    _, out, _ = table("base2new", base2new_output, "--std", capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert rows["EuroSAT"]["CoOp/vit_b16_ep50 Base"] == "82.00 ± 2.00"
+    assert rows["EuroSAT"]["CoOp/vit_b16_ep50 New"] == "55.00 ± 5.00"
+    assert rows["DTD"]["MaPLe/vit_b16_c2_ep5_batch4_2ctx New"] == "56.00 ± 1.00"
+    # derived values (HM, Average) carry no std
+    assert "±" not in rows["EuroSAT"]["CoOp/vit_b16_ep50 HM"]
+    assert "±" not in rows["Average"]["CoOp/vit_b16_ep50 Base"]
+
+
+def test_missing_seed_is_warned_and_left_out(base2new_output, capsys):
+    missing = protocol_dir(base2new_output, "base2new/test_new", "eurosat", COOP, 2)
+    (missing / "results.json").unlink()
+    status, out, err = table("base2new", base2new_output, capsys=capsys)
+    assert status == 0
+    _, rows = parse_markdown(out)
+    assert number(rows["EuroSAT"]["CoOp/vit_b16_ep50 New"]) == 50.0  # seed 1 only
+    assert str(missing) in err
+
+
+def test_incomplete_run_counts_as_missing(base2new_output, capsys):
+    incomplete = protocol_dir(base2new_output, "base2new/train_base", "dtd", MAPLE, 1)
+    write_run(incomplete, complete=False, accuracy=10.0)
+    _, out, err = table("base2new", base2new_output, capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert number(rows["DTD"]["MaPLe/vit_b16_c2_ep5_batch4_2ctx Base"]) == 79.0  # seed 2 only
+    assert str(incomplete / "results.json") in err and "incomplete" in err
+
+
+def test_missing_dataset_is_a_gap_with_a_warning_never_a_zero(base2new_output, capsys):
+    import shutil
+
+    maple_dtd_base = base2new_output / "base2new/train_base/dtd/shots_16" / MAPLE[0] / MAPLE[1]
+    shutil.rmtree(maple_dtd_base)
+    _, out, err = table("base2new", base2new_output, capsys=capsys)
+    _, rows = parse_markdown(out)
+    label = "MaPLe/vit_b16_c2_ep5_batch4_2ctx"
+    assert rows["DTD"][f"{label} Base"] == "-"
+    assert rows["DTD"][f"{label} HM"] == "-"
+    assert number(rows["DTD"][f"{label} New"]) == 56.0
+    assert rows["Average"][f"{label} Base"] == "-" and rows["Average"][f"{label} HM"] == "-"
+    assert number(rows["Average"][f"{label} New"]) == round(np.mean([56.0, 72.0]), 2)
+    assert f"{maple_dtd_base} does not exist" in err
+    # the other method is untouched
+    assert number(rows["DTD"]["CoOp/vit_b16_ep50 Base"]) == 71.0
+
+
+def test_csv_format(base2new_output, capsys):
+    _, out, _ = table("base2new", base2new_output, "--format", "csv", capsys=capsys)
+    headers, rows = parse_csv(out)
+    assert headers[1] == "CoOp/vit_b16_ep50 Base"
+    assert float(rows["EuroSAT"]["MaPLe/vit_b16_c2_ep5_batch4_2ctx Base"]) == 91.0
+    assert float(rows["Average"]["MaPLe/vit_b16_c2_ep5_batch4_2ctx New"]) == round(np.mean([72.0, 56.0]), 2)
+
+
+def test_latex_format_escapes_names_and_writes_pm(base2new_output, capsys):
+    _, out, _ = table("base2new", base2new_output, "--format", "latex", "--std", capsys=capsys)
+    assert out.lstrip().startswith("\\begin{tabular}") and "\\end{tabular}" in out
+    assert r"CoOp/vit\_b16\_ep50 Base" in out
+    assert r"82.00 $\pm$ 2.00" in out
+    eurosat_line = next(line for line in out.splitlines() if line.strip().startswith("EuroSAT"))
+    assert eurosat_line.rstrip().endswith("\\\\") and eurosat_line.count("&") == 6
+
+
+def test_trainers_filter_by_trainer_or_trainer_config(base2new_output, capsys):
+    _, out, _ = table("base2new", base2new_output, "--trainers", "maple", capsys=capsys)
+    headers, _ = parse_markdown(out)
+    assert headers == ["Dataset"] + [f"MaPLe/vit_b16_c2_ep5_batch4_2ctx {c}" for c in ("Base", "New", "HM")]
+    _, out, _ = table("base2new", base2new_output, "--trainers", "MaPLe", "CoOp/vit_b16_ep50", capsys=capsys)
+    headers, _ = parse_markdown(out)
+    assert headers[1].startswith("MaPLe/") and headers[4].startswith("CoOp/")  # the order asked for
+    status, _, err = table("base2new", base2new_output, "--trainers", "NoSuchTrainer", capsys=capsys)
+    assert status == 1 and "--trainers NoSuchTrainer" in err and "no base2new results" in err
+
+
+def test_plot_writes_a_png(base2new_output, tmp_path, capsys):
+    png = tmp_path / "bars.png"
+    status, _, err = table("base2new", base2new_output, "--plot", str(png), capsys=capsys)
+    assert status == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    status, _, err = table("openworld", base2new_output, "--plot", str(tmp_path / "x.png"), capsys=capsys)
+    assert status == 1 and "--plot" in err
+
+
+def test_methods_with_different_shots_are_told_apart(base2new_output, capsys):
+    write_run(protocol_dir(base2new_output, "base2new/train_base", "dtd", COOP, 1, shots=4), accuracy=60.0)
+    _, out, _ = table("base2new", base2new_output, "--trainers", "CoOp", capsys=capsys)
+    headers, rows = parse_markdown(out)
+    assert "CoOp/vit_b16_ep50 (4 shots) Base" in headers and "CoOp/vit_b16_ep50 (16 shots) Base" in headers
+    assert number(rows["DTD"]["CoOp/vit_b16_ep50 (4 shots) Base"]) == 60.0
+    assert rows["EuroSAT"]["CoOp/vit_b16_ep50 (4 shots) Base"] == "-"
+
+
+def test_cli_subprocess_and_empty_tree(base2new_output, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "parse_test_res.py"), "--table", "base2new", str(base2new_output),
+         "--format", "csv"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, rows = parse_csv(proc.stdout)
+    assert float(rows["DTD"]["CoOp/vit_b16_ep50 Base"]) == 71.0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "parse_test_res.py"), "--table", "xd", str(empty)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and "no xd results" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# openworld
+# ---------------------------------------------------------------------------------------------
+
+# (method, dataset) -> [(hm, accuracy) per seed]
+OPENWORLD = {
+    (COOP, "eurosat"): [(70.0, 60.0), (74.0, 66.0)],
+    (COOP, "dtd"): [(50.0, 40.0), (54.0, 42.0)],
+    (MAPLE, "eurosat"): [(80.0, 72.0), (82.0, 76.0)],
+    (MAPLE, "dtd"): [(60.0, 50.0), (66.0, 52.0)],
+}
+
+
+@pytest.fixture
+def openworld_output(tmp_path):
+    output = tmp_path / "output"
+    for (method, dataset), per_seed in OPENWORLD.items():
+        for seed, (harmonic, accuracy) in zip(SEEDS, per_seed):
+            write_run(protocol_dir(output, "base2new/test_all", dataset, method, seed),
+                      accuracy=accuracy, hm=harmonic, base_accuracy=harmonic + 5, new_accuracy=harmonic - 5)
+    return output
+
+
+def test_openworld_table_bmip_layout(openworld_output, capsys):
+    status, out, err = table("openworld", openworld_output, "--std", capsys=capsys)
+    assert status == 0, err
+    headers, rows = parse_markdown(out)
+    assert headers == ["Method", "Average HM", "Average Acc", "DTD HM", "DTD Acc", "EuroSAT HM", "EuroSAT Acc"]
+    assert list(rows) == ["CoOp/vit_b16_ep50", "MaPLe/vit_b16_c2_ep5_batch4_2ctx"]
+    coop = rows["CoOp/vit_b16_ep50"]
+    assert coop["EuroSAT HM"] == "72.00 ± 2.00" and coop["EuroSAT Acc"] == "63.00 ± 3.00"
+    assert coop["DTD HM"] == "52.00 ± 2.00" and coop["DTD Acc"] == "41.00 ± 1.00"
+    # BMIP's Average: mean of the per-dataset HM and of the per-dataset Acc
+    assert number(coop["Average HM"]) == 62.0 and number(coop["Average Acc"]) == 52.0
+    maple = rows["MaPLe/vit_b16_c2_ep5_batch4_2ctx"]
+    assert number(maple["Average HM"]) == round(np.mean([81.0, 63.0]), 2)
+    assert number(maple["Average Acc"]) == round(np.mean([74.0, 51.0]), 2)
+
+
+def test_openworld_run_without_hm_is_missing(openworld_output, capsys):
+    run = protocol_dir(openworld_output, "base2new/test_all", "dtd", COOP, 2)
+    write_run(run, accuracy=99.0)  # evaluated without TEST.OPENWORLD_METRICS
+    _, out, err = table("openworld", openworld_output, capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert number(rows["CoOp/vit_b16_ep50"]["DTD HM"]) == 50.0
+    assert str(run / "results.json") in err and "hm" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-dataset and domain generalization
+# ---------------------------------------------------------------------------------------------
+
+# method -> {dataset: accuracy per seed}; imagenet is the source
+TRANSFER = {
+    COOP: {"imagenet": [71.0, 72.0], "eurosat": [45.0, 47.0], "dtd": [40.0, 42.0],
+           "imagenetv2": [64.0, 64.0], "imagenet_a": [49.0, 51.0]},
+    MAPLE: {"imagenet": [70.0, 71.0], "eurosat": [48.0, 50.0], "dtd": [46.0, 46.0],
+            "imagenetv2": [64.5, 65.5], "imagenet_a": [50.0, 52.0]},
+}
+
+
+@pytest.fixture
+def transfer_output(tmp_path):
+    """The dirs scripts/common.sh run_xd_train / run_xd_test write."""
+    output = tmp_path / "output"
+    for (trainer, config), per_dataset in TRANSFER.items():
+        for dataset, values in per_dataset.items():
+            for seed, accuracy in zip(SEEDS, values):
+                if dataset == "imagenet":
+                    run = output / "imagenet" / trainer / f"{config}_16shots" / f"seed{seed}"
+                else:
+                    run = output / "evaluation" / trainer / f"{config}_16shots" / dataset / f"seed{seed}"
+                write_run(run, accuracy=accuracy)
+    return output
+
+
+def mean_of(method, dataset):
+    return float(np.mean(TRANSFER[method][dataset]))
+
+
+def test_xd_table_source_targets_and_target_average(transfer_output, capsys):
+    status, out, err = table("xd", transfer_output, capsys=capsys)
+    assert status == 0, err
+    headers, rows = parse_markdown(out)
+    assert headers == ["Method", "ImageNet (source)", "DTD", "EuroSAT", "Average"]  # no ImageNet variants
+    for method in (COOP, MAPLE):
+        row = rows["/".join(method)]
+        assert number(row["ImageNet (source)"]) == round(mean_of(method, "imagenet"), 2)
+        assert number(row["DTD"]) == round(mean_of(method, "dtd"), 2)
+        assert number(row["EuroSAT"]) == round(mean_of(method, "eurosat"), 2)
+        # the average is over the targets only
+        assert number(row["Average"]) == round(np.mean([mean_of(method, "dtd"), mean_of(method, "eurosat")]), 2)
+
+
+def test_dg_table_average_and_ood_average(transfer_output, capsys):
+    _, out, _ = table("dg", transfer_output, "--format", "csv", capsys=capsys)
+    headers, rows = parse_csv(out)
+    assert headers == ["Method", "ImageNet (source)", "ImageNetV2", "ImageNet-A", "Average", "OOD Average"]
+    for method in (COOP, MAPLE):
+        row = rows["/".join(method)]
+        source, v2, a = (mean_of(method, d) for d in ("imagenet", "imagenetv2", "imagenet_a"))
+        assert float(row["ImageNetV2"]) == round(v2, 2) and float(row["ImageNet-A"]) == round(a, 2)
+        assert float(row["Average"]) == round(np.mean([source, v2, a]), 2)  # source included (Table 3)
+        assert float(row["OOD Average"]) == round(np.mean([v2, a]), 2)
+
+
+def test_xd_missing_target_is_a_gap_and_the_average_too(transfer_output, capsys):
+    import shutil
+
+    missing = transfer_output / "evaluation" / "MaPLe" / f"{MAPLE[1]}_16shots" / "dtd"
+    shutil.rmtree(missing)
+    _, out, err = table("xd", transfer_output, "--datasets", "dtd", "eurosat", "ucf101", capsys=capsys)
+    headers, rows = parse_markdown(out)
+    assert headers[2:] == ["DTD", "EuroSAT", "UCF101", "Average"]
+    maple = rows["MaPLe/vit_b16_c2_ep5_batch4_2ctx"]
+    assert maple["DTD"] == "-" and maple["UCF101"] == "-" and maple["Average"] == "-"
+    assert number(maple["EuroSAT"]) == 49.0
+    assert f"{missing} does not exist" in err
+    assert "ucf101 does not exist" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# few-shot
+# ---------------------------------------------------------------------------------------------
+
+# (method, dataset, shots) -> accuracy per seed
+FEWSHOT = {
+    (COOP, "eurosat", 1): [50.0, 54.0], (COOP, "eurosat", 2): [60.0, 62.0],
+    (COOP, "dtd", 1): [30.0, 34.0], (COOP, "dtd", 2): [40.0, 40.0],
+    (MAPLE, "eurosat", 1): [55.0, 57.0], (MAPLE, "eurosat", 2): [65.0, 67.0],
+    (MAPLE, "dtd", 1): [35.0, 35.0],  # MaPLe dtd 2 shots never ran
+}
+
+
+@pytest.fixture
+def fewshot_output(tmp_path):
+    output = tmp_path / "output"
+    for (method, dataset, shots), values in FEWSHOT.items():
+        for seed, accuracy in zip(SEEDS, values):
+            write_run(protocol_dir(output, "fewshot", dataset, method, seed, shots=shots), accuracy=accuracy)
+    return output
+
+
+def test_fewshot_rows_are_shots_columns_datasets(fewshot_output, capsys):
+    status, out, err = table("fewshot", fewshot_output, "--format", "csv", capsys=capsys)
+    assert status == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["Method", "Shots", "DTD", "EuroSAT", "Average"]
+    body = {(row[0], int(row[1])): dict(zip(rows[0], row)) for row in rows[1:]}
+    assert list(body) == [("CoOp/vit_b16_ep50", 1), ("CoOp/vit_b16_ep50", 2),
+                          ("MaPLe/vit_b16_c2_ep5_batch4_2ctx", 1), ("MaPLe/vit_b16_c2_ep5_batch4_2ctx", 2)]
+    assert float(body["CoOp/vit_b16_ep50", 1]["DTD"]) == 32.0
+    assert float(body["CoOp/vit_b16_ep50", 2]["EuroSAT"]) == 61.0
+    assert float(body["CoOp/vit_b16_ep50", 2]["Average"]) == 50.5
+    maple2 = body["MaPLe/vit_b16_c2_ep5_batch4_2ctx", 2]
+    assert maple2["DTD"] == "-" and maple2["Average"] == "-" and float(maple2["EuroSAT"]) == 66.0
+    assert "fewshot/dtd/shots_2/MaPLe/vit_b16_c2_ep5_batch4_2ctx does not exist" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: train.py -> results.json -> tables
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_end_to_end_base2new_and_openworld_tables(tmp_path, eurosat_root, tiny_clip_path, capsys):
+    output = tmp_path / "output"
+    common = Path("eurosat") / "shots_2" / "CoOp" / "tiny_clip" / "seed1"
+    train_dir = output / "base2new" / "train_base" / common
+
+    def train(out_dir, subsample, *extra, flags=()):
+        proc = run_train(
+            *flags, "--root", eurosat_root, "--seed", 1, "--trainer", "CoOp",
+            "--dataset-config-file", REPO / "configs/datasets/eurosat.yaml",
+            "--config-file", REPO / "configs/smoke/tiny_clip.yaml",
+            "--output-dir", out_dir, "--backbone", tiny_clip_path, "--device", "cpu",
+            "DATASET.NUM_SHOTS", 2, "DATASET.SUBSAMPLE_CLASSES", subsample,
+            "TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32", "OPTIM.MAX_EPOCH", 1, *extra,
+        )
+        assert proc.returncode == 0, f"STDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+        return json.loads((Path(out_dir) / "results.json").read_text())
+
+    eval_flags = ("--eval-only", "--model-dir", train_dir, "--load-epoch", 1)
+    base = train(train_dir, "base")
+    new = train(output / "base2new" / "test_new" / common, "new", flags=eval_flags)
+    everything = train(output / "base2new" / "test_all" / common, "all", "TEST.OPENWORLD_METRICS", True,
+                       flags=eval_flags)
+
+    metrics = everything["metrics"]
+    assert metrics["hm"] == pytest.approx(ptr.harmonic_mean(metrics["base_accuracy"], metrics["new_accuracy"]))
+    # EuroSAT has 10 classes with equally many test images each: overall = mean of the halves
+    assert metrics["accuracy"] == pytest.approx((metrics["base_accuracy"] + metrics["new_accuracy"]) / 2)
+    log = (output / "base2new" / "test_all" / common / "log.txt").read_text()
+    assert f"* hm: {metrics['hm']:.1f}%" in log
+
+    capsys.readouterr()
+    status, out, err = table("base2new", output, capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    row = rows["EuroSAT"]
+    b, n = base["metrics"]["accuracy"], new["metrics"]["accuracy"]
+    assert number(row["CoOp/tiny_clip Base"]) == round(b, 2)
+    assert number(row["CoOp/tiny_clip New"]) == round(n, 2)
+    assert number(row["CoOp/tiny_clip HM"]) == round(ptr.harmonic_mean(b, n), 2)
+
+    status, out, err = table("openworld", output, capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    assert number(rows["CoOp/tiny_clip"]["EuroSAT HM"]) == round(metrics["hm"], 2)
+    assert number(rows["CoOp/tiny_clip"]["EuroSAT Acc"]) == round(metrics["accuracy"], 2)
