@@ -7,7 +7,7 @@ A run directory is what one ``train.py`` call writes. Its metric is read from
     output/my_experiment/          python parse_test_res.py output/my_experiment
         seed1/ results.json        python parse_test_res.py output/my_experiment --ci95
         seed2/ log.txt             python parse_test_res.py output/my_experiment --keyword macro_f1
-        seed3/ ...                 python parse_test_res.py output/evaluation/... --test-log
+        seed3/ ...                 python parse_test_res.py output/xd/test/... --test-log
 
     output/sweep/exp-1/seed*/ ...  python parse_test_res.py output/sweep --multi-exp
     output/sweep/exp-2/seed*/ ...
@@ -29,8 +29,8 @@ tables the papers print::
     base2new   OUTPUT/base2new/train_base/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>  (Base)
                OUTPUT/base2new/test_new/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>    (New)
     openworld  OUTPUT/base2new/test_all/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>    (hm, accuracy)
-    xd, dg     OUTPUT/<source>/<TRAINER>/<CFG>_<K>shots/seed<S>                        (source)
-               OUTPUT/evaluation/<TRAINER>/<CFG>_<K>shots/<dataset>/seed<S>            (targets)
+    xd, dg     OUTPUT/xd/train/<source>/shots_<K>/<TRAINER>/<CFG>/seed<S>              (source)
+               OUTPUT/xd/test/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>              (targets)
     fewshot    OUTPUT/fewshot/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>
 
 Cells are means over the seeds found anywhere in the table (or ``--seeds``); a missing or
@@ -308,8 +308,6 @@ DATASET_TITLES = {
 
 SEED_DIR_PATTERN = re.compile(r"^seed(\d+)$")
 SHOTS_DIR_PATTERN = re.compile(r"^shots_(\d+)$")
-# Cross-dataset config folders are "<CFG>_<K>shots" (scripts/common.sh run_xd_train).
-XD_CONFIG_DIR_PATTERN = re.compile(r"^(.+)_(\d+)shots$")
 
 
 @dataclass(frozen=True)
@@ -463,33 +461,19 @@ def scan_protocol_tree(root: str) -> Dict[Method, Dict[str, str]]:
 
 def xd_source_dir(output: str, source: str, method: Method) -> str:
     """Where scripts/common.sh run_xd_train writes the source-dataset runs of ``method``."""
-    return osp.join(output, source, method.trainer, f"{method.config}_{method.shots}shots")
+    return osp.join(output, "xd", "train", source, f"shots_{method.shots}", method.trainer, method.config)
 
 
 def xd_target_dir(output: str, dataset: str, method: Method) -> str:
     """Where scripts/common.sh run_xd_test writes ``method``'s runs on target ``dataset``."""
-    return osp.join(output, "evaluation", method.trainer, f"{method.config}_{method.shots}shots", dataset)
-
-
-def _xd_methods_under(directory: str) -> Dict[Method, str]:
-    """{method: folder} of ``directory/<TRAINER>/<CFG>_<K>shots``."""
-    found: Dict[Method, str] = {}
-    if not osp.isdir(directory):
-        return found
-    for trainer_dir in list_subdirs(directory):
-        for config_dir in list_subdirs(trainer_dir):
-            match = XD_CONFIG_DIR_PATTERN.match(osp.basename(config_dir))
-            if match:
-                found[Method(osp.basename(trainer_dir), match.group(1), int(match.group(2)))] = config_dir
-    return found
+    return osp.join(output, "xd", "test", dataset, f"shots_{method.shots}", method.trainer, method.config)
 
 
 def scan_xd_tree(output: str, source: str) -> Tuple[Dict[Method, str], Dict[Method, Dict[str, str]]]:
-    """Cross-dataset runs: ({method: source config dir}, {method: {target dataset: dir}})."""
-    sources = _xd_methods_under(osp.join(output, source))
-    targets: Dict[Method, Dict[str, str]] = {}
-    for method, config_dir in _xd_methods_under(osp.join(output, "evaluation")).items():
-        targets[method] = {osp.basename(d): d for d in list_subdirs(config_dir)}
+    """Cross-dataset runs: ({method: source config dir}, {method: {target dataset: config dir}})."""
+    trained = scan_protocol_tree(osp.join(output, "xd", "train"))
+    sources = {method: datasets[source] for method, datasets in trained.items() if source in datasets}
+    targets = scan_protocol_tree(osp.join(output, "xd", "test"))
     return sources, targets
 
 

@@ -224,7 +224,7 @@ run_base2new_test() {
 }
 
 # Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
-# class, into ${OUTPUT}/DATASET/TRAINER/CFG_${SHOTS}shots/seedSEED (skipped if finished).
+# class, into ${OUTPUT}/xd/train/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
 # FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only).
 # Usage: run_xd_train TRAINER CFG DATASET SEED [FLAG...]
 run_xd_train() {
@@ -241,7 +241,7 @@ run_xd_train() {
 }
 
 # Cross-dataset, step 2: evaluate the step-1 model (trained on SOURCE_DATASET, default imagenet) of epoch
-# LOADEP on every class of DATASET, into ${OUTPUT}/evaluation/TRAINER/CFG_${SHOTS}shots/DATASET/seedSEED.
+# LOADEP on every class of DATASET, into ${OUTPUT}/xd/test/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED.
 # TRAIN_HINT is the command named when the model is missing.
 # Usage: run_xd_test TRAINER CFG DATASET SEED LOADEP TRAIN_HINT
 run_xd_test() {
@@ -319,10 +319,10 @@ trainer_config_dir() {
 # Cross-dataset dirs (parse_test_res.py --table xd/dg reads these patterns; SHOTS must be set).
 # Usage: xd_train_dir TRAINER CFG SOURCE_DATASET SEED ; xd_test_dir TRAINER CFG TARGET_DATASET SEED
 xd_train_dir() {
-    echo "${OUTPUT}/$3/$1/$2_${SHOTS}shots/seed$4"
+    echo "${OUTPUT}/xd/train/$3/shots_${SHOTS}/$1/$2/seed$4"
 }
 xd_test_dir() {
-    echo "${OUTPUT}/evaluation/$1/$2_${SHOTS}shots/$3/seed$4"
+    echo "${OUTPUT}/xd/test/$3/shots_${SHOTS}/$1/$2/seed$4"
 }
 
 # Set the array SUBSAMPLE_OPTS to the config opts of a test on the SUB classes: SUB=all (open-world)

@@ -364,7 +364,7 @@ def test_scripts_build_the_protocol_commands(tmp_path):
     assert calls[0][calls[0].index("--output-dir") + 1] == train_dir
     assert calls[1][calls[1].index("--model-dir") + 1] == train_dir
     assert calls[1][calls[1].index("--load-epoch") + 1] == "5" and "--eval-only" in calls[1]
-    xd_dir = f"output/imagenet/Bloom/{xd}_16shots/seed1"
+    xd_dir = f"output/xd/train/imagenet/shots_16/Bloom/{xd}/seed1"
     assert calls[3][calls[3].index("--model-dir") + 1] == xd_dir
     assert calls[3][-3:] == ["--load-epoch", "2", "--eval-only"]
 

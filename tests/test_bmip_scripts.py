@@ -153,8 +153,8 @@ def test_xd_train_then_test_with_defaults(repo, env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "1"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    model_dir = f"output/imagenet/BMIP/{XD_CFG}_16shots/seed1"
-    out_dir = f"output/evaluation/BMIP/{XD_CFG}_16shots/caltech101/seed1"
+    model_dir = f"output/xd/train/imagenet/shots_16/BMIP/{XD_CFG}/seed1"
+    out_dir = f"output/xd/test/caltech101/shots_16/BMIP/{XD_CFG}/seed1"
     (train_argv, _), (test_argv, _) = recorded_calls(env)
     assert train_argv == head_flags(XD_CFG, "imagenet", "1", model_dir, env["DATA"]) + ["DATASET.NUM_SHOTS", "16"]
     assert test_argv == head_flags(XD_CFG, "caltech101", "1", out_dir, env["DATA"]) + [
@@ -164,7 +164,7 @@ def test_xd_train_then_test_with_defaults(repo, env, tmp_path):
 
 def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):
     cfg = BASE_CFG
-    model_dir = f"output/imagenet/BMIP/{cfg}_16shots/seed2"
+    model_dir = f"output/xd/train/imagenet/shots_16/BMIP/{cfg}/seed2"
     proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "2", "cuda", cfg, "3"], env, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
@@ -174,7 +174,7 @@ def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):
     (repo / model_dir).mkdir(parents=True)
     proc = run_script(repo, "bmip/xd_test.sh", ["caltech101", "2", "cuda", cfg, "3"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    out_dir = f"output/evaluation/BMIP/{cfg}_16shots/caltech101/seed2"
+    out_dir = f"output/xd/test/caltech101/shots_16/BMIP/{cfg}/seed2"
     assert only_call(env) == head_flags(cfg, "caltech101", "2", out_dir, env["DATA"]) + [
         "--model-dir", model_dir, "--load-epoch", "3", "--eval-only", "--device", "cuda"]
 

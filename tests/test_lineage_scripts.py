@@ -182,7 +182,7 @@ def test_xd_train_command(repo, env, tmp_path, key):
     proc = run_script(repo, method.script("xd_train"), script_args(method, "xd_train", "imagenet", "1"), env,
                       tmp_path)
     assert proc.returncode == 0, proc.stderr
-    out_dir = f"output/imagenet/{method.trainer}/{method.xd_cfg}_16shots/seed1"
+    out_dir = f"output/xd/train/imagenet/shots_16/{method.trainer}/{method.xd_cfg}/seed1"
     assert recorded_calls(env) == [(
         head_flags(method, method.xd_cfg, "imagenet", "1", out_dir, env["DATA"]) + ["DATASET.NUM_SHOTS", "16"],
         str(repo),
@@ -194,7 +194,7 @@ def test_xd_train_command(repo, env, tmp_path, key):
 def test_xd_test_loads_the_imagenet_model(repo, env, tmp_path, key):
     method = METHODS[key]
     script = method.script("xd_test")
-    model_dir = f"output/imagenet/{method.trainer}/{method.xd_cfg}_16shots/seed2"
+    model_dir = f"output/xd/train/imagenet/shots_16/{method.trainer}/{method.xd_cfg}/seed2"
     proc = run_script(repo, script, ["caltech101", "2"], env, tmp_path)
     assert proc.returncode == 1
     train_cmd = " ".join(["bash", f"scripts/{method.script('xd_train')}",
@@ -205,7 +205,7 @@ def test_xd_test_loads_the_imagenet_model(repo, env, tmp_path, key):
     (repo / model_dir).mkdir(parents=True)
     proc = run_script(repo, script, ["caltech101", "2"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    out_dir = f"output/evaluation/{method.trainer}/{method.xd_cfg}_16shots/caltech101/seed2"
+    out_dir = f"output/xd/test/caltech101/shots_16/{method.trainer}/{method.xd_cfg}/seed2"
     assert recorded_calls(env) == [(
         head_flags(method, method.xd_cfg, "caltech101", "2", out_dir, env["DATA"])
         + ["--model-dir", model_dir, "--load-epoch", str(method.xd_load_epoch), "--eval-only"],
@@ -252,7 +252,7 @@ def test_source_dataset_redirects_the_cross_dataset_pair(repo, env, tmp_path):
     proc = run_script(repo, cocoop.script("xd_test"), ["caltech101", "1"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     (train_argv, _), (test_argv, _) = recorded_calls(env)
-    model_dir = f"output/eurosat/CoCoOp/{cocoop.xd_cfg}_16shots/seed1"
+    model_dir = f"output/xd/train/eurosat/shots_16/CoCoOp/{cocoop.xd_cfg}/seed1"
     assert train_argv[train_argv.index("--dataset-config-file") + 1] == "configs/datasets/eurosat.yaml"
     assert train_argv[train_argv.index("--output-dir") + 1] == model_dir
     assert test_argv[test_argv.index("--model-dir") + 1] == model_dir

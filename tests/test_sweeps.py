@@ -128,12 +128,12 @@ def test_cross_dataset_sweeps_train_on_imagenet_once_per_seed_then_test_each_tar
     proc = sweep(repo, env, tmp_path, protocol, "vpt")
     assert proc.returncode == 0, proc.stderr
     targets = ["eurosat", "dtd"] if protocol == "xd" else ["imagenetv2"]
-    setting = "VPT/vit_b16_c2_ep5_batch4_4_16shots"
+    setting = "shots_16/VPT/vit_b16_c2_ep5_batch4_4"
     expected = []
     for seed in ("1", "2"):
-        model = f"output/imagenet/{setting}/seed{seed}"
+        model = f"output/xd/train/imagenet/{setting}/seed{seed}"
         expected.append((model, seed, None, "16", None, False, None))
-        expected += [(f"output/evaluation/{setting}/{t}/seed{seed}", seed, None, None, None, True, model)
+        expected += [(f"output/xd/test/{t}/{setting}/seed{seed}", seed, None, None, None, True, model)
                      for t in targets]
     calls = recorded_calls(env)
     assert [summary(argv) for argv, _ in calls] == expected
@@ -146,9 +146,9 @@ def test_cocoop_cross_dataset_sweep_uses_its_seed_only_train_script(repo, env, t
     proc = sweep(repo, env, tmp_path, "xd", "cocoop")
     assert proc.returncode == 0, proc.stderr
     dirs = [opt(argv, "--output-dir") for argv, _ in recorded_calls(env)]
-    setting = "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots"
-    assert dirs == [f"output/imagenet/{setting}/seed1", f"output/evaluation/{setting}/eurosat/seed1",
-                    f"output/evaluation/{setting}/dtd/seed1"]
+    setting = "shots_16/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1"
+    assert dirs == [f"output/xd/train/imagenet/{setting}/seed1", f"output/xd/test/eurosat/{setting}/seed1",
+                    f"output/xd/test/dtd/{setting}/seed1"]
 
 
 def test_fewshot_sweep_loops_datasets_shots_and_seeds_on_all_classes(repo, env, tmp_path):
@@ -186,9 +186,9 @@ def test_zero_shot_clip_cross_dataset_and_fewshot_sweeps(repo, env, tmp_path):
     env["DATASETS"] = "eurosat"
     assert sweep(repo, env, tmp_path, "fewshot", "zsclip").returncode == 0
     assert [summary(argv) for argv, _ in recorded_calls(env)] == [
-        ("output/imagenet/ZeroshotCLIP/vit_b16_16shots/seed1", "1", None, "16", None, True, None),
-        ("output/evaluation/ZeroshotCLIP/vit_b16_16shots/eurosat/seed1", "1", None, None, None, True, None),
-        ("output/evaluation/ZeroshotCLIP/vit_b16_16shots/dtd/seed1", "1", None, None, None, True, None),
+        ("output/xd/train/imagenet/shots_16/ZeroshotCLIP/vit_b16/seed1", "1", None, "16", None, True, None),
+        ("output/xd/test/eurosat/shots_16/ZeroshotCLIP/vit_b16/seed1", "1", None, None, None, True, None),
+        ("output/xd/test/dtd/shots_16/ZeroshotCLIP/vit_b16/seed1", "1", None, None, None, True, None),
         ("output/fewshot/eurosat/shots_2/ZeroshotCLIP/vit_b16/seed1", "1", "all", "2", None, True, None),
     ]
 
@@ -215,7 +215,7 @@ def test_every_method_runs_every_protocol(repo, env, tmp_path, protocol, method)
         assert opt(tests[0], "TEST.OPENWORLD_METRICS") == ("True" if sub == "all" else None)
     elif protocol in ("xd", "dg"):
         target = "eurosat" if protocol == "xd" else "imagenetv2"
-        assert final_dir == f"output/evaluation/{trainer}/{cfg}_16shots/{target}/seed1"
+        assert final_dir == f"output/xd/test/{target}/shots_16/{trainer}/{cfg}/seed1"
     else:
         assert final_dir == f"output/fewshot/eurosat/shots_2/{trainer}/{cfg}/seed1"
     if load_epoch and protocol in ("base2new", "openworld") and method != "bmip":

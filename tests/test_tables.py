@@ -293,10 +293,8 @@ def transfer_output(tmp_path):
     for (trainer, config), per_dataset in TRANSFER.items():
         for dataset, values in per_dataset.items():
             for seed, accuracy in zip(SEEDS, values):
-                if dataset == "imagenet":
-                    run = output / "imagenet" / trainer / f"{config}_16shots" / f"seed{seed}"
-                else:
-                    run = output / "evaluation" / trainer / f"{config}_16shots" / dataset / f"seed{seed}"
+                step = "train" if dataset == "imagenet" else "test"
+                run = output / "xd" / step / dataset / "shots_16" / trainer / config / f"seed{seed}"
                 write_run(run, accuracy=accuracy)
     return output
 
@@ -334,7 +332,7 @@ def test_dg_table_average_and_ood_average(transfer_output, capsys):
 def test_xd_missing_target_is_a_gap_and_the_average_too(transfer_output, capsys):
     import shutil
 
-    missing = transfer_output / "evaluation" / "MaPLe" / f"{MAPLE[1]}_16shots" / "dtd"
+    missing = transfer_output / "xd" / "test" / "dtd" / "shots_16" / "MaPLe" / MAPLE[1]
     shutil.rmtree(missing)
     _, out, err = table("xd", transfer_output, "--datasets", "dtd", "eurosat", "ucf101", capsys=capsys)
     headers, rows = parse_markdown(out)
@@ -343,7 +341,7 @@ def test_xd_missing_target_is_a_gap_and_the_average_too(transfer_output, capsys)
     assert maple["DTD"] == "-" and maple["UCF101"] == "-" and maple["Average"] == "-"
     assert number(maple["EuroSAT"]) == 49.0
     assert f"{missing} does not exist" in err
-    assert "ucf101 does not exist" in err
+    assert f"{transfer_output / 'xd' / 'test' / 'ucf101' / 'shots_16' / 'MaPLe' / MAPLE[1]} does not exist" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, imagenet in the papers
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/Bloom/vit_b16_c2_ep2_batch4_1ctx_cross_datasets.yaml
-# Output: ${OUTPUT}/${DATASET}/Bloom/vit_b16_c2_ep2_batch4_1ctx_cross_datasets_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/Bloom/vit_b16_c2_ep2_batch4_1ctx_cross_datasets/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

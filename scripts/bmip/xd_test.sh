@@ -9,8 +9,8 @@
 #               (default BMIP_ctx2_dp9_lr2_cross_datasets)
 #   LOAD_EPOCH  evaluate model.pth.tar-LOAD_EPOCH (as the official script's 5th argument; LOADEP works too);
 #               omitted: model-best.pth.tar (train.py --best), the model the config's best_val keeps
-# Output: ${OUTPUT}/evaluation/BMIP/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED},
-#   model from ${OUTPUT}/${SOURCE_DATASET}/BMIP/${CFG}_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/test/${DATASET}/shots_${SHOTS}/BMIP/${CFG}/seed${SEED},
+#   model from ${OUTPUT}/xd/train/${SOURCE_DATASET}/shots_${SHOTS}/BMIP/${CFG}/seed${SEED}
 #   (skipped when it already holds results.json). This is the layout of every other method here;
 #   the official script writes to output/evaluation/BMIP/${CFG}/${DATASET}/seed${SEED}.
 # Environment: DATA (required), OUTPUT, SOURCE_DATASET (default imagenet), SHOTS (default 16), LOADEP,

@@ -6,7 +6,7 @@
 #   SEED     one seed, e.g. 1 (the paper averages seeds 1, 2 and 3)
 #   DEVICE   passed as train.py --device (cpu, cuda, cuda:1, ...); "" or omitted: train.py picks it
 #   CFG      name of configs/trainers/BMIP/CFG.yaml (default BMIP_ctx2_dp9_lr2_cross_datasets)
-# Output: ${OUTPUT}/${DATASET}/BMIP/${CFG}_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/BMIP/${CFG}/seed${SEED}
 #   (skipped when it already holds results.json; the official script skips any existing dir).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

@@ -4,7 +4,7 @@
 # Usage: bash scripts/cocoop/xd_train.sh SEED
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml
-# Output: ${OUTPUT}/${SOURCE_DATASET}/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${SOURCE_DATASET}/shots_${SHOTS}/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SOURCE_DATASET (default imagenet), SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

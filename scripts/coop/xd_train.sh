@@ -6,7 +6,7 @@
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/CoOp/vit_b16_ep50.yaml (CoOp trains ImageNet for 50 epochs) with the trainer
 #   defaults (16 context tokens, shared, class token at the end).
-# Output: ${OUTPUT}/${DATASET}/CoOp/vit_b16_ep50_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/CoOp/vit_b16_ep50/seed${SEED}
 #   (skipped when it already holds results.json). scripts/coop/main.sh keeps CoOp's own layout instead.
 # Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

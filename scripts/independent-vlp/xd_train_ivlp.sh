@@ -5,7 +5,7 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, imagenet in the papers
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml
-# Output: ${OUTPUT}/${DATASET}/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/IVLP/vit_b16_c2_ep5_batch4_2+2ctx/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

@@ -5,8 +5,8 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, the target, e.g. caltech101 or imagenet_sketch
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml
-# Output: ${OUTPUT}/evaluation/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only_${SHOTS}shots/${DATASET}/seed${SEED},
-#   model from ${OUTPUT}/${SOURCE_DATASET}/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/test/${DATASET}/shots_${SHOTS}/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only/seed${SEED},
+#   model from ${OUTPUT}/xd/train/${SOURCE_DATASET}/shots_${SHOTS}/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SOURCE_DATASET (default imagenet), SHOTS (default 16), LOADEP (default 5), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

@@ -5,7 +5,7 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, imagenet in the papers
 #   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
 # Config: configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml
-# Output: ${OUTPUT}/${DATASET}/VPT/vit_b16_c2_ep5_batch4_4_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/VPT/vit_b16_c2_ep5_batch4_4/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

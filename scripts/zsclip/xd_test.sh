@@ -5,7 +5,7 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, the target, e.g. caltech101 or imagenet_sketch
 #   SEED     one seed, e.g. 1 (zero-shot results do not depend on it; it names the output dir)
 #   CFG      name of configs/trainers/CoOp/CFG.yaml that picks the backbone (default vit_b16)
-# Output: ${OUTPUT}/evaluation/ZeroshotCLIP/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
+# Output: ${OUTPUT}/xd/test/${DATASET}/shots_${SHOTS}/ZeroshotCLIP/${CFG}/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16, only names the dir), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).

@@ -6,7 +6,7 @@
 #   DATASET  name of configs/datasets/DATASET.yaml, imagenet in the papers
 #   SEED     one seed, e.g. 1 (zero-shot results do not depend on it; it names the output dir)
 #   CFG      name of configs/trainers/CoOp/CFG.yaml that picks the backbone (default vit_b16)
-# Output: ${OUTPUT}/${DATASET}/ZeroshotCLIP/${CFG}_${SHOTS}shots/seed${SEED}
+# Output: ${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/ZeroshotCLIP/${CFG}/seed${SEED}
 #   (skipped when it already holds results.json).
 # Environment: DATA (required), OUTPUT, SHOTS (default 16, only names the dir), PYTHON, EXTRA_OPTS
 #   (see scripts/common.sh).
