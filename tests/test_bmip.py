@@ -278,3 +278,16 @@ def test_pytorch_gives_aliased_parameters_separate_storage_when_cast():
     assert len({p.data_ptr() for p in module.compound_prompts_visual}) == 8
     values = [p.detach() for p in module.compound_prompts_visual]
     assert all(torch.equal(v, values[0]) for v in values)  # same start, independent from now on
+
+
+@pytest.mark.parametrize("key,value", [("AGGREGATION", "attn"), ("SHARED_VISUAL_PROMPT", "shared"),
+                                       ("VISION_WEIGHT", "mean"), ("TEXT_WEIGHT", "row0"), ("PREC", "fp8")])
+def test_bad_bmip_values_are_one_line_errors_naming_the_key(key, value):
+    cfg = bmip_cfg(**{key: value})
+    with pytest.raises(ValueError, match=rf"TRAINER\.BMIP\.{key} '{value}' is not one of"):
+        BMIP.check_cfg(BMIP.__new__(BMIP), cfg)
+
+
+def test_prompt_depth_beyond_the_backbone_is_refused(clip_model):
+    with pytest.raises(ValueError, match=r"TRAINER\.BMIP\.PROMPT_DEPTH must be in \[1, 12\], got 13"):
+        BMIPPromptLearner(bmip_cfg(PROMPT_DEPTH=13), CLASSNAMES, clip_model)
