@@ -181,14 +181,27 @@ run_base2new_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
     shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local dir=${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
+    train_into "${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}" \
+        "$trainer" "$cfg" "$dataset" "$seed" "$@" -- DATASET.SUBSAMPLE_CLASSES base
+}
+
+# One training run into DIR unless it finished: the protocol's flags, FLAG..., then SHOTS and KEY VALUE...
+# Call prepare_protocol_run first.
+# Usage: train_into DIR TRAINER CFG DATASET SEED [FLAG...] -- [KEY VALUE...]
+train_into() {
+    local dir=$1 trainer=$2 cfg=$3 dataset=$4 seed=$5
+    shift 5
     if results_exist "$dir"; then
         return 0
     fi
+    local flags=()
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+        flags+=("$1")
+        shift
+    done
+    [ "$#" -gt 0 ] && shift  # the "--"
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- \
-        DATASET.NUM_SHOTS "$SHOTS" \
-        DATASET.SUBSAMPLE_CLASSES base
+    run_train "${PROTOCOL_FLAGS[@]}" ${flags[@]+"${flags[@]}"} -- DATASET.NUM_SHOTS "$SHOTS" "$@"
 }
 
 # Base-to-novel, step 2: evaluate the step-1 model of epoch LOADEP on the SUB classes (default new), into
@@ -231,13 +244,7 @@ run_xd_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
     shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local dir
-    dir=$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")
-    if results_exist "$dir"; then
-        return 0
-    fi
-    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- DATASET.NUM_SHOTS "$SHOTS"
+    train_into "$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")" "$trainer" "$cfg" "$dataset" "$seed" "$@" --
 }
 
 # Cross-dataset, step 2: evaluate the step-1 model (trained on SOURCE_DATASET, default imagenet) of epoch
@@ -345,14 +352,8 @@ run_fewshot() {
     require_integer SHOTS "$shots"
     SHOTS=$shots
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local dir=${OUTPUT}/fewshot/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
-    if results_exist "$dir"; then
-        return 0
-    fi
-    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" "$@" -- \
-        DATASET.NUM_SHOTS "$SHOTS" \
-        DATASET.SUBSAMPLE_CLASSES all
+    train_into "${OUTPUT}/fewshot/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}" \
+        "$trainer" "$cfg" "$dataset" "$seed" "$@" -- DATASET.SUBSAMPLE_CLASSES all
 }
 
 # Evaluate zero-shot CLIP (nothing trained, so no model dir) into DIR, skipped if finished.
