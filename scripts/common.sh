@@ -220,20 +220,23 @@ run_base2new_test() {
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
     subsample_opts "$sub"
     local common=${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
-    local model_dir=${OUTPUT}/base2new/train_base/${common}
-    local dir=${OUTPUT}/base2new/test_${sub}/${common}
+    evaluate_into "${OUTPUT}/base2new/test_${sub}/${common}" "${OUTPUT}/base2new/train_base/${common}" \
+        "bash ${train_script} ${dataset} ${seed}" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed" \
+        DATASET.NUM_SHOTS "$SHOTS" "${SUBSAMPLE_OPTS[@]}"
+}
+
+# One evaluation run into DIR of the model saved in MODEL_DIR at epoch LOADEP, unless DIR finished;
+# a missing MODEL_DIR stops with HINT (the command that trains it). Call prepare_protocol_run first.
+# Usage: evaluate_into DIR MODEL_DIR HINT LOADEP TRAINER CFG DATASET SEED [KEY VALUE...]
+evaluate_into() {
+    local dir=$1 model_dir=$2 hint=$3 load_epoch=$4 trainer=$5 cfg=$6 dataset=$7 seed=$8
+    shift 8
     if results_exist "$dir"; then
         return 0
     fi
-    require_model_dir "$model_dir" "bash ${train_script} ${dataset} ${seed}"
+    require_model_dir "$model_dir" "$hint"
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" \
-        --model-dir "$model_dir" \
-        --load-epoch "$load_epoch" \
-        --eval-only \
-        -- \
-        DATASET.NUM_SHOTS "$SHOTS" \
-        "${SUBSAMPLE_OPTS[@]}"
+    run_train "${PROTOCOL_FLAGS[@]}" --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only -- "$@"
 }
 
 # Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
@@ -256,18 +259,9 @@ run_xd_test() {
     local source_dataset=${SOURCE_DATASET:-imagenet}
     require_integer LOADEP "$load_epoch"
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    local model_dir dir
-    model_dir=$(xd_train_dir "$trainer" "$cfg" "$source_dataset" "$seed")
-    dir=$(xd_test_dir "$trainer" "$cfg" "$dataset" "$seed")
-    if results_exist "$dir"; then
-        return 0
-    fi
-    require_model_dir "$model_dir" "$train_hint"
-    protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" \
-        --model-dir "$model_dir" \
-        --load-epoch "$load_epoch" \
-        --eval-only
+    evaluate_into "$(xd_test_dir "$trainer" "$cfg" "$dataset" "$seed")" \
+        "$(xd_train_dir "$trainer" "$cfg" "$source_dataset" "$seed")" \
+        "$train_hint" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed"
 }
 
 # --- extra train.py flags for one run (BMIP-style scripts: optional DEVICE, model-best.pth.tar) ---
