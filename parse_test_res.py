@@ -303,7 +303,7 @@ DATASET_TITLES = {
     "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
     "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
+    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R", "minishapes": "MiniShapes",
 }
 
 SEED_DIR_PATTERN = re.compile(r"^seed(\d+)$")
@@ -544,23 +544,40 @@ def collect_base2new(
     return Base2NewResults(methods, datasets, cells, averages)
 
 
-def base2new_table(results: Base2NewResults) -> ResultTable:
-    """Rows datasets + Average; a Base / New / HM column block per method, side by side."""
+def base2new_table(results: Base2NewResults, rows: str = "datasets") -> ResultTable:
+    """Base / New / HM of every method and dataset, plus each method's Average.
+
+    ``rows="datasets"``: one row per dataset (+ Average), a Base / New / HM column block per method.
+    ``rows="methods"``: one row per method, a column block per dataset (+ Average when there are
+    several), the layout of the per-dataset tables in the CoCoOp / MaPLe papers.
+    """
+    columns = ("Base", "New", "HM")
+    if rows == "methods":
+        groups = [(dataset_title(d), lambda m, d=d: results.cells[m, d]) for d in results.datasets]
+        if len(results.datasets) > 1:
+            groups.append(("Average", lambda m: results.averages[m]))
+        headers = ["Method"] + [f"{title} {column}" for title, _ in groups for column in columns]
+        table_rows = [[method.label(results.with_shots)] + [cells(method)[column] for _, cells in groups
+                                                            for column in columns]
+                      for method in results.methods]
+        return ResultTable(headers, table_rows)
+    if rows != "datasets":
+        raise ValueError(f"rows must be 'datasets' or 'methods', got {rows!r}")
     headers = ["Dataset"]
     for method in results.methods:
         label = method.label(results.with_shots)
-        headers += [f"{label} Base", f"{label} New", f"{label} HM"]
-    rows: List[List[Union[str, Cell]]] = []
+        headers += [f"{label} {column}" for column in columns]
+    table_rows: List[List[Union[str, Cell]]] = []
     for dataset in results.datasets:
         row: List[Union[str, Cell]] = [dataset_title(dataset)]
         for method in results.methods:
-            row += [results.cells[method, dataset][column] for column in ("Base", "New", "HM")]
-        rows.append(row)
+            row += [results.cells[method, dataset][column] for column in columns]
+        table_rows.append(row)
     average_row: List[Union[str, Cell]] = ["Average"]
     for method in results.methods:
-        average_row += [results.averages[method][column] for column in ("Base", "New", "HM")]
-    rows.append(average_row)
-    return ResultTable(headers, rows)
+        average_row += [results.averages[method][column] for column in columns]
+    table_rows.append(average_row)
+    return ResultTable(headers, table_rows)
 
 
 def openworld_table(output, trainers=None, datasets=None, seeds=None, ci95=False) -> ResultTable:
@@ -768,6 +785,10 @@ def plot_base2new(results: Base2NewResults, path: str) -> str:
 
 def run_table_mode(args: argparse.Namespace) -> int:
     """Print the requested table (and plot); returns the exit status."""
+    if args.rows != "datasets" and args.table != "base2new":
+        print(f"ERROR: --rows methods is a base2new layout; it cannot be used with --table {args.table}",
+              file=sys.stderr)
+        return 1
     if args.plot and args.table != "base2new":
         print(f"ERROR: --plot draws base2new bars; it cannot be used with --table {args.table}", file=sys.stderr)
         return 1
@@ -779,7 +800,7 @@ def run_table_mode(args: argparse.Namespace) -> int:
     if args.table == "base2new":
         # Kept apart from build_table so that --plot draws from the same numbers as the table.
         base2new_results = collect_base2new(args.directory, **options)
-        table = base2new_table(base2new_results)
+        table = base2new_table(base2new_results, args.rows)
     else:
         if args.table in ("xd", "dg"):
             options["source"] = args.source
@@ -808,6 +829,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="table format (default markdown)")
     table.add_argument("--trainers", nargs="+", metavar="NAME", help="only these trainers (TRAINER or TRAINER/CFG), in this order")
     table.add_argument("--std", action="store_true", help="add +- std over seeds (the 95%% CI with --ci95)")
+    table.add_argument("--rows", choices=("datasets", "methods"), default="datasets",
+                       help="base2new only: one row per dataset (default) or per method")
     table.add_argument("--plot", metavar="PNG", help="base2new only: also draw Base/New/HM bars to this file")
     table.add_argument("--datasets", nargs="+", metavar="NAME", help="columns/rows to show (default: every dataset found)")
     table.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell expects (default: all found)")

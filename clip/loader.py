@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .model import CLIP, build_model
 
 __all__ = ["available_models", "load", "download", "default_cache_dir", "make_preprocess",
-           "read_state_dict", "CLIP_MEAN", "CLIP_STD", "MODEL_URLS"]
+           "read_state_dict", "CLIP_MEAN", "CLIP_STD", "MODEL_URLS", "BUNDLED_MODELS"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -40,12 +40,17 @@ MODEL_URLS = {
     "ViT-L/14@336px": f"{_URL_ROOT}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
 
+# Checkpoints shipped inside this repository, loaded by name without any download.
+BUNDLED_MODELS = {
+    "mini-clip": os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "mini-clip.pt"),
+}
+
 _CHUNK_BYTES = 1 << 20
 
 
 def available_models() -> List[str]:
-    """Names of the OpenAI CLIP models that :func:`load` can download."""
-    return list(MODEL_URLS)
+    """Names :func:`load` accepts: the OpenAI models it can download and the bundled ones."""
+    return list(MODEL_URLS) + list(BUNDLED_MODELS)
 
 
 def default_cache_dir() -> str:
@@ -168,7 +173,8 @@ def make_preprocess(resolution: int) -> Compose:
 
 def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
          download_root: Optional[str] = None, jit: bool = False) -> Tuple[CLIP, Compose]:
-    """Load a CLIP model by OpenAI name or from a local checkpoint file.
+    """Load a CLIP model by name (OpenAI's, or ``mini-clip`` bundled in this repository) or from a
+    local checkpoint file.
 
     ``jit`` exists only for call compatibility with OpenAI's ``clip.load``; the TorchScript model
     itself cannot take prompts or hooks, so only ``jit=False`` is accepted.
@@ -183,6 +189,11 @@ def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
     name_or_path = str(name_or_path)
     if name_or_path in MODEL_URLS:
         model_path = download(MODEL_URLS[name_or_path], download_root)
+    elif name_or_path in BUNDLED_MODELS:
+        model_path = BUNDLED_MODELS[name_or_path]
+        if not os.path.isfile(model_path):
+            raise RuntimeError(f"the bundled model {name_or_path!r} is missing from {model_path}; "
+                               f"restore it with git or rebuild it with tools/pretrain_mini_clip.py")
     elif os.path.isfile(os.path.expanduser(name_or_path)):
         model_path = os.path.expanduser(name_or_path)
     else:

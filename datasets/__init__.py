@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported to register the datasets)
     imagenet_r,
     imagenet_sketch,
     imagenetv2,
+    minishapes,
     oxford_flowers,
     oxford_pets,
     stanford_cars,

@@ -297,6 +297,7 @@ class BenchmarkDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
         self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIRNAME)
         self.allow_generated_split = bool(cfg.DATASET.ALLOW_GENERATED_SPLIT)
+        self.prepare()
         require_directory(self.dataset_dir, "dataset folder", self.name)
         require_directory(self.image_dir, "image folder", self.name)
 
@@ -319,6 +320,9 @@ class BenchmarkDataset(DatasetBase):
     def resolve_dataset_dir(self, cfg):
         """Absolute path of this dataset's folder (``<root>/<dataset_dir>``)."""
         return os.path.join(self.root, type(self).dataset_dir)
+
+    def prepare(self):
+        """Called before the dataset folder is checked; synthetic datasets write themselves here."""
 
     def build_full_split(self):
         """Return ``(train, val, test)`` built from the raw data (val may be None)."""

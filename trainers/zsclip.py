@@ -24,6 +24,7 @@ CUSTOM_TEMPLATES = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
+    "MiniShapes": "a photo of a {}.",
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
 

@@ -10,7 +10,6 @@ import os
 import os.path as osp
 import random
 import re
-import sys
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -27,6 +26,7 @@ from dassl.utils import (
     load_checkpoint,
     load_released_checkpoint,
     mkdir_if_missing,
+    progress_stream,
     save_checkpoint,
     tolist_if_not,
     write_json,
@@ -530,8 +530,8 @@ class SimpleTrainer(TrainerBase):
         print(f"Evaluate on the *{split}* set")
         with self.evaluation_context():
             for self.batch_idx, batch in enumerate(
-                tqdm(data_loader, desc=f"eval {split}", file=sys.stdout, dynamic_ncols=True,
-                     disable=not sys.stdout.isatty())
+                tqdm(data_loader, desc=f"eval {split}", file=progress_stream(), dynamic_ncols=True,
+                     disable=progress_stream() is None, leave=False)
             ):
                 inputs, label = self.parse_batch_test(batch)
                 output = self.model_inference(inputs)
@@ -611,9 +611,9 @@ class TrainerX(SimpleTrainer):
         self.num_batches = len(self.train_loader_x)
         end = time.time()
         loader = self.train_loader_x
-        if sys.stdout.isatty():
+        if progress_stream() is not None:
             loader = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
-                          dynamic_ncols=True)
+                          dynamic_ncols=True, file=progress_stream())
         for self.batch_idx, batch in enumerate(loader):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)

@@ -5,7 +5,7 @@ import time
 
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger", "close_logger", "write_to_log_file"]
+__all__ = ["Logger", "setup_logger", "close_logger", "write_to_log_file", "progress_stream"]
 
 
 class Logger:
@@ -71,6 +71,18 @@ def close_logger():
         logger.flush()
         logger.close()
     _active_loggers.clear()
+
+
+def progress_stream():
+    """The console stream for progress bars, or None when no terminal is attached.
+
+    Bars go to the real terminal (never into log.txt): stdout if it is a terminal, else stderr, so
+    that a caller filtering stdout through a pipe (scripts/quickstart.sh) still sees them.
+    """
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
+            return stream
+    return None
 
 
 def setup_logger(output=None, tee_stderr=True):

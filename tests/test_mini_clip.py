@@ -1,0 +1,130 @@
+"""The bundled mini CLIP: loaded by name, its reported zero-shot numbers, and the pretraining recipe."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import clip
+from conftest import REPO
+from datasets import minishapes as world
+
+sys.path.insert(0, str(REPO / "tools"))
+import pretrain_mini_clip as pretrain  # noqa: E402
+
+CHECKPOINT = REPO / "clip" / "weights" / "mini-clip.pt"
+REPORT = REPO / "clip" / "weights" / "mini-clip.pt.json"
+
+
+@pytest.fixture(scope="module")
+def mini_clip():
+    model, preprocess = clip.load("mini-clip")
+    return model
+
+
+def test_mini_clip_is_bundled_and_loads_by_name(mini_clip):
+    assert "mini-clip" in clip.available_models()
+    state = torch.load(CHECKPOINT, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert CHECKPOINT.stat().st_size < 20 * 2 ** 20
+    assert state["token_embedding.weight"].shape == (49408, 128)
+    assert state["visual.conv1.weight"].shape == (128, 3, 4, 4)
+    assert mini_clip.image_resolution == 32 and mini_clip.context_length == 77
+    assert len(mini_clip.visual.transformer.resblocks) == 4 and len(mini_clip.transformer.resblocks) == 4
+    assert mini_clip.embed_dim == 128 and mini_clip.text_width == 128
+    assert next(mini_clip.parameters()).dtype == torch.float32  # loaded in fp32 like every CLIP
+
+
+def test_missing_bundled_checkpoint_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(clip.loader.BUNDLED_MODELS, "mini-clip", str(tmp_path / "gone.pt"))
+    with pytest.raises(RuntimeError, match="bundled model 'mini-clip' is missing from .*gone.pt"):
+        clip.load("mini-clip")
+
+
+def test_reported_zero_shot_accuracy_is_what_the_checkpoint_gives(mini_clip):
+    """The numbers in the report (and docs/MINI_CLIP.md) are recomputed from the shipped weights."""
+    report = json.loads(REPORT.read_text())
+    benchmark_test = world.render_benchmark()["test"]
+    held_out = [i for i, p in enumerate(world.compositions()) if world.is_held_out(*p)]
+    generator = torch.Generator().manual_seed(report["recipe"]["seed"] + 1)
+    pairs = [world.compositions()[i] for i in held_out]
+    web = world.to_uint8(world.render(torch.tensor([p[0] for p in pairs]).repeat_interleave(30),
+                                      torch.tensor([p[1] for p in pairs]).repeat_interleave(30),
+                                      "web", generator))
+    labels = torch.tensor(held_out).repeat_interleave(30)
+    results = pretrain.evaluate(mini_clip, benchmark_test, (web, labels))
+    for key, value in report["zero_shot"].items():
+        assert results[key] == pytest.approx(value, abs=0.05), key
+    chance_among_32, chance_among_64 = 100 / 32, 100 / 64
+    assert results["base"] > 5 * chance_among_32 and results["new"] > 5 * chance_among_32
+    assert results["held_out_among_all"] > 4 * chance_among_64
+
+
+# ----------------------------------------------------------------------------------------------
+# The recipe's pieces
+# ----------------------------------------------------------------------------------------------
+def test_shared_positive_loss_is_infonce_for_distinct_pairs():
+    torch.manual_seed(0)
+    images, texts = torch.randn(6, 8), torch.randn(6, 8)
+    ours = pretrain.shared_positive_loss(images, texts, 10.0, torch.eye(6, dtype=torch.bool))
+    logits = 10.0 * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).t()
+    target = torch.arange(6)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_shared_positive_loss_does_not_push_apart_copies_of_a_class():
+    """Two images of one class and their two (identical) captions: a perfect model gets the
+    minimum loss log(2) per row, whereas plain InfoNCE would still see a negative pair."""
+    feature = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), dim=-1)
+    positives = torch.ones(2, 2, dtype=torch.bool)
+    loss = pretrain.shared_positive_loss(feature, feature, 50.0, positives)
+    assert loss.item() == pytest.approx(math.log(2), rel=1e-4)
+    # the targets spread over both captions: making one caption closer cannot lower the loss
+    other = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1)
+    assert pretrain.shared_positive_loss(feature, other, 50.0, positives) > loss
+
+
+def test_captions_cover_seen_compositions_and_single_attributes_but_never_held_out_ones():
+    texts, colours, shapes = pretrain.caption_table()
+    n = len(pretrain.TEMPLATES)
+    assert len(texts) == (48 + 8 + 8) * n
+    for c, s in [p for p in world.compositions() if world.is_held_out(*p)]:
+        assert not any(world.classname(c, s) in t for t in texts)
+    assert "a photo of a red shape." in texts and "a photo of a circle." in texts
+    # caption ids -> attributes agree with the text
+    row = texts.index("a photo of a purple star.")
+    assert (colours[row].item(), shapes[row].item()) == (5, 3)
+    assert colours[texts.index("a photo of a circle.")].item() == pretrain.ANY
+
+
+def test_trimmed_text_encoding_equals_the_full_77_tokens(mini_clip):
+    tokens = clip.tokenize(["a photo of a red circle.", "a heart."])
+    full = mini_clip.encode_text(tokens)
+    trimmed = pretrain.encode_texts(mini_clip, tokens)
+    assert torch.allclose(full, trimmed, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_short_pretraining_run_writes_a_loadable_checkpoint_and_a_report(tmp_path):
+    out = tmp_path / "mini.pt"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools/pretrain_mini_clip.py"), "--out", str(out), "--steps", "30",
+         "--batch-size", "64", "--pool-per-class", "10", "--warmup", "5", "--lr", "2e-3",
+         "--eval-every", "30"],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "mini.pt.json").read_text())
+    assert report["recipe"]["steps"] == 30 and report["history"][-1]["step"] == 30
+    assert set(report["zero_shot"]) == {"base", "new", "all", "held_out_among_all",
+                                        "web_held_out_among_all", "hm"}
+    # it learned: the loss fell (4.25 -> 4.02 here; a batch-to-batch wobble at init is ~0.05)
+    assert report["history"][-1]["loss"] < report["initial_loss"] - 0.15
+    model, _ = clip.load(str(out))
+    assert model.visual.conv1.weight.shape == (128, 3, 4, 4)
+    assert torch.load(out, weights_only=True)["positional_embedding"].dtype == torch.float16
+    assert not (tmp_path / "mini.pt.part").exists()
