@@ -331,7 +331,8 @@ NODE_OF_DIR = {"CoCoOp": "COCOOP", "VPT": "VPT", "IVLP": "IVLP", "MaPLe": "MAPLE
 
 
 def test_lineage_config_files_are_the_official_set():
-    found = sorted(f"{p.parent.name}/{p.stem}" for d in NODE_OF_DIR for p in (TRAINER_CONFIGS / d).glob("*.yaml"))
+    found = sorted(f"{p.parent.name}/{p.stem}" for d in NODE_OF_DIR for p in (TRAINER_CONFIGS / d).glob("*.yaml")
+                   if p.stem != "mini_clip")  # tested in test_mini_clip.py
     assert found == sorted(LINEAGE_CONFIGS)
 
 

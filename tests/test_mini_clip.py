@@ -1,7 +1,6 @@
 """The bundled mini CLIP: loaded by name, its reported zero-shot numbers, and the pretraining recipe."""
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -128,3 +127,41 @@ def test_a_short_pretraining_run_writes_a_loadable_checkpoint_and_a_report(tmp_p
     assert model.visual.conv1.weight.shape == (128, 3, 4, 4)
     assert torch.load(out, weights_only=True)["positional_embedding"].dtype == torch.float16
     assert not (tmp_path / "mini.pt.part").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The mini_clip configs (CFG=mini_clip): every method builds on the mini CLIP and learns
+# ----------------------------------------------------------------------------------------------
+MINI_CLIP_CONFIGS = {"CoOp": "CoOp", "CoCoOp": "CoCoOp", "VPT": "VPT", "IVLP": "IVLP", "MaPLe": "MaPLe",
+                     "BMIP": "BMIP", "Bloom": "Bloom"}
+
+
+def test_every_method_folder_has_a_mini_clip_config():
+    found = sorted(p.parent.name for p in (REPO / "configs/trainers").glob("*/mini_clip.yaml"))
+    assert found == sorted(MINI_CLIP_CONFIGS)
+
+
+@pytest.mark.parametrize("trainer_name", sorted(MINI_CLIP_CONFIGS))
+def test_mini_clip_config_builds_a_model_whose_prompts_get_gradients(trainer_name):
+    import trainers
+    from dassl.config import get_cfg_default
+    from dassl.engine import TRAINER_REGISTRY
+
+    cfg = get_cfg_default()
+    trainers.add_trainer_configs(cfg)
+    cfg.merge_from_file(str(REPO / "configs/trainers" / MINI_CLIP_CONFIGS[trainer_name] / "mini_clip.yaml"))
+    assert cfg.MODEL.BACKBONE.NAME == "mini-clip" and tuple(cfg.INPUT.SIZE) == (32, 32)
+    assert "random_resized_crop" not in cfg.INPUT.TRANSFORMS  # would crop the 32 px shapes away
+    mini_clip, _ = clip.load("mini-clip")  # a fresh copy: building a method may attach things to it
+    cls = TRAINER_REGISTRY.get(trainer_name)
+    trainer = cls.__new__(cls)  # only the model-building methods are used
+    trainer.cfg = cfg
+    classnames = [world.classname(*p) for p in world.compositions()[:5]]
+    learner = trainer.build_prompt_learner(cfg, classnames, mini_clip)
+    model = trainer.build_prompted_clip(mini_clip, learner)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits = model(images)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits.logsumexp(1).sum().backward()
+    grads = [p.grad for p in learner.parameters() if p.requires_grad]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)

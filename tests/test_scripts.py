@@ -221,7 +221,8 @@ EXPECTED_CONFIGS = {
 
 
 def test_coop_config_files_match_the_official_set():
-    assert sorted(p.stem for p in COOP_CONFIGS.glob("*.yaml")) == sorted(EXPECTED_CONFIGS)
+    found = sorted(p.stem for p in COOP_CONFIGS.glob("*.yaml") if p.stem != "mini_clip")  # see test_mini_clip.py
+    assert found == sorted(EXPECTED_CONFIGS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_CONFIGS))
