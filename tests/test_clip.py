@@ -320,7 +320,7 @@ def test_grad_checkpointing_same_outputs_and_gradients(vit_state_dict, use_hook)
 def test_available_models_and_urls():
     names = clip.available_models()
     assert names == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16",
-                     "ViT-L/14", "ViT-L/14@336px"]
+                     "ViT-L/14", "ViT-L/14@336px", "mini-clip"]  # the last is bundled, never downloaded
     for url in clip.MODEL_URLS.values():
         assert url.startswith("https://openaipublic.azureedge.net/clip/models/")
         assert len(url.split("/")[-2]) == 64

@@ -393,7 +393,8 @@ def test_dataset_configs_name_registered_datasets():
         cfg.merge_from_file(path)
         names[os.path.basename(path)] = cfg.DATASET.NAME
     assert names["eurosat.yaml"] == "EuroSAT" and names["dtd.yaml"] == "DescribableTextures"
-    assert len(names) == 16
+    assert names["minishapes.yaml"] == "MiniShapes"
+    assert len(names) == 17
     assert all(name in DATASET_REGISTRY for name in names.values())
 
 

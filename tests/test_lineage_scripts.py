@@ -391,7 +391,9 @@ def test_trainer_config_merges_into_the_defaults_with_its_values(relpath):
 
 # Folders whose files copy the CoOp / MaPLe repositories' configs (BMIP's are checked in
 # tests/test_bmip_scripts.py; Bloom has no official code).
-OFFICIAL_CONFIGS = [r for r in ALL_TRAINER_CONFIGS if r.split("/")[0] in ("CoOp", *NODE_OF_DIR)]
+# mini_clip.yaml, our setting for the bundled mini CLIP, has no official counterpart.
+OFFICIAL_CONFIGS = [r for r in ALL_TRAINER_CONFIGS if r.split("/")[0] in ("CoOp", *NODE_OF_DIR)
+                    and not r.endswith("/mini_clip.yaml")]
 
 
 @pytest.mark.parametrize("relpath", OFFICIAL_CONFIGS)

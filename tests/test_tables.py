@@ -433,3 +433,27 @@ def test_end_to_end_base2new_and_openworld_tables(tmp_path, eurosat_root, tiny_c
     _, rows = parse_markdown(out)
     assert number(rows["CoOp/tiny_clip"]["EuroSAT HM"]) == round(metrics["hm"], 2)
     assert number(rows["CoOp/tiny_clip"]["EuroSAT Acc"]) == round(metrics["accuracy"], 2)
+
+
+def test_base2new_rows_methods_puts_one_method_per_row(base2new_output, capsys):
+    status, out, err = table("base2new", base2new_output, "--rows", "methods", capsys=capsys)
+    assert status == 0, err
+    headers, rows = parse_markdown(out)
+    assert headers == ["Method"] + [f"{d} {col}" for d in ("DTD", "EuroSAT", "Average")
+                                    for col in ("Base", "New", "HM")]
+    assert list(rows) == ["/".join(COOP), "/".join(MAPLE)]
+    for method in (COOP, MAPLE):
+        row = rows["/".join(method)]
+        for dataset, title in (("dtd", "DTD"), ("eurosat", "EuroSAT")):
+            base, new, harmonic = expected_base2new(method, dataset)
+            assert number(row[f"{title} Base"]) == pytest.approx(base, abs=0.005)
+            assert number(row[f"{title} HM"]) == pytest.approx(harmonic, abs=0.005)
+        average_base = np.mean([expected_base2new(method, d)[0] for d in ("dtd", "eurosat")])
+        assert number(row["Average Base"]) == pytest.approx(average_base, abs=0.005)
+    # one dataset: no Average block
+    status, out, _ = table("base2new", base2new_output, "--rows", "methods", "--datasets", "eurosat",
+                           capsys=capsys)
+    assert parse_markdown(out)[0] == ["Method", "EuroSAT Base", "EuroSAT New", "EuroSAT HM"]
+    # other tables have no such layout
+    status, _, err = table("xd", base2new_output, "--rows", "methods", capsys=capsys)
+    assert status == 1 and "--rows methods is a base2new layout" in err
