@@ -13,7 +13,8 @@
 #            MiniShapes renders itself on first use
 #   METHODS  default "zsclip coop maple bmip bloom" (any of scripts/sweep.sh's methods)
 #   SEEDS    default 1;  SHOTS default 16
-#   EPOCHS   train for this many epochs instead of the configs' 10 (the tests use fewer)
+#   EPOCHS   train for this many epochs instead of the configs' 10 (at least 2: the first epoch is a
+#            warm-up at lr 1e-5; the tests use 4)
 #   PYTHON   interpreter (default python)
 # The mini CLIP is a teaching and test model, not a stand-in for ViT-B/16 (docs/MINI_CLIP.md).
 set -euo pipefail
@@ -25,6 +26,10 @@ export DATASETS=minishapes CFG=mini_clip
 export SEEDS=${SEEDS:-1} SHOTS=${SHOTS:-16}
 METHODS=${METHODS:-zsclip coop maple bmip bloom}
 EPOCHS=${EPOCHS:-}
+if [ -n "${EPOCHS}" ] && ! [[ "${EPOCHS}" =~ ^[0-9]+$ && "${EPOCHS}" -ge 2 ]]; then
+    echo "ERROR: EPOCHS must be an integer >= 2 (the first epoch is a warm-up at lr 1e-5), got '${EPOCHS}'" >&2
+    exit 1
+fi
 export EXTRA_OPTS="--device cpu ${EPOCHS:+OPTIM.MAX_EPOCH ${EPOCHS}} ${EXTRA_OPTS:-}"
 export LOADEP=${EPOCHS:-10}
 mkdir -p "${DATA}"

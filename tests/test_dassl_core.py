@@ -557,3 +557,23 @@ def test_small_tools(tmp_path):
         check_availability("cosin", ["cosine", "single_step"])
     info = collect_env_info()
     assert "PyTorch: " + torch.__version__ in info and "CUDA available" in info
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("stdout_tty, stderr_tty, expected", [
+    (True, True, "stdout"), (False, True, "stderr"), (True, False, "stdout"), (False, False, None)])
+def test_progress_bars_go_to_the_terminal_never_to_a_pipe(monkeypatch, stdout_tty, stderr_tty, expected):
+    """scripts/quickstart.sh pipes stdout through grep: the bars then use stderr if it is a terminal."""
+    from dassl.utils.logger import progress_stream
+
+    streams = {"stdout": _Stream(stdout_tty), "stderr": _Stream(stderr_tty)}
+    monkeypatch.setattr(sys, "__stdout__", streams["stdout"])
+    monkeypatch.setattr(sys, "__stderr__", streams["stderr"])
+    assert progress_stream() is (streams[expected] if expected else None)

@@ -71,3 +71,14 @@ def test_a_second_quickstart_reruns_nothing(quickstart):
     assert again.returncode == 0, again.stderr[-2000:]
     after = {p: p.stat().st_mtime_ns for p in Path(out / "base2new").rglob("results.json")}
     assert before == after and len(before) == 7  # zsclip: 3 evaluations; CoOp, BMIP: train + test each
+
+
+@pytest.mark.parametrize("epochs", ["1", "two"])
+def test_too_few_or_bad_epochs_are_refused_before_anything_runs(tmp_path, epochs):
+    env = dict(os.environ, PYTHON=sys.executable, OUTPUT=str(tmp_path / "qs"), EPOCHS=epochs)
+    proc = subprocess.run(["bash", str(REPO / "scripts/quickstart.sh")], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"ERROR: EPOCHS must be an integer >= 2 (the first epoch is a warm-up "
+                                   f"at lr 1e-5), got '{epochs}'")
+    assert not (tmp_path / "qs").exists()
