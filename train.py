@@ -19,7 +19,8 @@ import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger, write_to_log_file
+from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
+                         write_to_log_file)
 
 
 class ConfigError(ValueError):
@@ -68,6 +69,8 @@ def reset_cfg(cfg, args):
         cfg.MODEL.HEAD.NAME = args.head
     if args.device:
         cfg.DEVICE = args.device
+    if args.deterministic:
+        cfg.DETERMINISTIC = True
 
 
 def setup_cfg(args):
@@ -124,8 +127,7 @@ def main(args):
         torch.manual_seed(cfg.MODEL.INIT_SEED)
         torch.cuda.manual_seed_all(cfg.MODEL.INIT_SEED)
     setup_logger(cfg.OUTPUT_DIR)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    set_deterministic(cfg.DETERMINISTIC)
     print_args(args, cfg)
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
@@ -172,6 +174,8 @@ def build_parser():
                         help="with --eval-only: load model-best.pth.tar from --model-dir")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--device", type=str, default="", help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic GPU kernels (sets DETERMINISTIC; slower on a GPU)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for input errors")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options with KEY VALUE pairs")

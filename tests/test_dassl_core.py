@@ -577,3 +577,21 @@ def test_progress_bars_go_to_the_terminal_never_to_a_pipe(monkeypatch, stdout_tt
     monkeypatch.setattr(sys, "__stdout__", streams["stdout"])
     monkeypatch.setattr(sys, "__stderr__", streams["stderr"])
     assert progress_stream() is (streams[expected] if expected else None)
+
+
+def test_set_deterministic_switches_the_kernel_flags(monkeypatch):
+    from dassl.utils import set_deterministic
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own setting is kept
+        set_deterministic(True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic

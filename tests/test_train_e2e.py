@@ -262,3 +262,17 @@ def test_early_stopping_on_validation(tmp_path, eurosat_root, tiny_clip_path):
                                     final_model="best_val")))
     assert "epoch [" not in proc2.stdout
     assert read_results(str(out))["metrics"] == res["metrics"]
+
+
+def test_deterministic_rerun_gives_identical_results_and_weights(tmp_path, coop_last, eurosat_root,
+                                                                 tiny_clip_path):
+    """Same command, same seed, on the CPU: --deterministic changes nothing and the numbers and
+    the trained context are bit-identical to the plain run's."""
+    out = str(tmp_path / "deterministic")
+    proc = ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out, "TRAIN.CHECKPOINT_FREQ", 1,
+                                   flags=("--deterministic",))))
+    assert "DETERMINISTIC: True" in proc.stdout
+    assert read_results(out)["metrics"] == read_results(coop_last)["metrics"]
+    ours = torch.load(Path(out, "prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    plain = torch.load(Path(coop_last, "prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    assert ours.keys() == plain.keys() and all(torch.equal(ours[k], plain[k]) for k in ours)

@@ -19,6 +19,10 @@ _C.USE_CUDA = True
 # Device to run on: "" picks CUDA when available (and USE_CUDA), else the CPU;
 # "cpu", "cuda", "cuda:1" force one (train.py --device sets it).
 _C.DEVICE = ""
+# Deterministic kernels (train.py --deterministic): cuDNN's deterministic algorithms without
+# autotuning, torch.use_deterministic_algorithms, and the cuBLAS workspace setting they need.
+# Costs speed on a GPU; the CPU is deterministic either way for a fixed thread count.
+_C.DETERMINISTIC = False
 # Print trainer/dataset/backbone details while building.
 _C.VERBOSE = True
 

@@ -78,7 +78,7 @@ def list_epoch_checkpoints(model_dir):
 
 # Config keys that do not change what is trained (where it runs, how it is
 # logged or evaluated): a resumed run may change them.
-RUN_ONLY_KEYS = ("OUTPUT_DIR", "RESUME", "DEVICE", "USE_CUDA", "VERBOSE", "DATASET.ROOT",
+RUN_ONLY_KEYS = ("OUTPUT_DIR", "RESUME", "DEVICE", "USE_CUDA", "DETERMINISTIC", "VERBOSE", "DATASET.ROOT",
                  "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "TEST.")
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "atomic_open",
     "read_json",
     "write_json",
+    "set_deterministic",
     "set_random_seed",
     "UnreadableImageError",
     "read_image",
@@ -84,6 +85,24 @@ def write_json(obj, fpath):
     """Write ``obj`` as indented JSON to ``fpath`` atomically (see ``atomic_open``)."""
     with atomic_open(fpath, "w") as handle:
         json.dump(obj, handle, indent=4, separators=(",", ": "))
+
+
+def set_deterministic(enabled):
+    """Select deterministic GPU kernels (``enabled``) or cuDNN autotuning (not ``enabled``).
+
+    Deterministic mode sets ``CUBLAS_WORKSPACE_CONFIG`` (unless the user set it) before any cuBLAS
+    call, turns cuDNN's benchmark mode off and its deterministic mode on, and makes PyTorch raise on
+    an operation that has no deterministic implementation rather than silently vary.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.deterministic = False
+        torch.use_deterministic_algorithms(False)
 
 
 def set_random_seed(seed):
