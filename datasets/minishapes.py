@@ -112,58 +112,77 @@ def _textures(u, v, kind, colour_a, colour_b, scale, phase, noise):
     return colour_a[:, :, None, None] * (1 - weight) + colour_b[:, :, None, None] * weight
 
 
+_PAINT_CHUNK = 512  # images painted at once: bounds the memory of the supersampled pixel maths
+
+
 def render(colours, shapes, style: str, generator: torch.Generator, size: int = 32) -> torch.Tensor:
     """Render one image per ``(colours[i], shapes[i])`` (index tensors); returns float (B, 3, size, size) in [0, 1].
 
     All randomness (position, scale, rotation, colour jitter, background, noise) comes from
-    ``generator``, so the same generator state always gives the same images.
+    ``generator``, so the same generator state always gives the same images. Every random value is
+    drawn first, for the whole batch; the pixels are then painted in chunks of ``_PAINT_CHUNK``
+    images, so memory stays bounded and the chunking does not change the images.
     """
     if style not in ("web", "field"):
         raise ValueError(f"unknown MiniShapes style {style!r}; use 'web' or 'field'")
     batch = len(colours)
-    hi = size * _SUPERSAMPLE
 
     def uniform(low, high, *shape):
         return low + (high - low) * torch.rand(*shape, generator=generator)
 
     palette = torch.tensor(list(COLOURS.values()))
-    colour = palette[colours] + uniform(-0.06, 0.06, batch, 3)
+    draws = {"shapes": torch.as_tensor(shapes)}
+    draws["colour"] = palette[colours] + uniform(-0.06, 0.06, batch, 3)
     if style == "web":
-        half_size = uniform(0.26, 0.42, batch)
-        background_kind = torch.zeros(batch, dtype=torch.long)
+        draws["half_size"] = uniform(0.26, 0.42, batch)
+        draws["background_kind"] = torch.zeros(batch, dtype=torch.long)
     else:
-        half_size = uniform(0.2, 0.32, batch)
-        background_kind = torch.randint(0, 4, (batch,), generator=generator)
-    centre = uniform(-1, 1, batch, 2) * (0.95 - half_size)[:, None]
-    rotation = uniform(-0.35, 0.35, batch)
+        draws["half_size"] = uniform(0.2, 0.32, batch)
+        draws["background_kind"] = torch.randint(0, 4, (batch,), generator=generator)
+    draws["centre"] = uniform(-1, 1, batch, 2) * (0.95 - draws["half_size"])[:, None]
+    draws["rotation"] = uniform(-0.35, 0.35, batch)
+    # Backgrounds: grey-ish tones far enough from the object to keep it visible.
+    base_tone = uniform(0.15, 0.85, batch, 1) + uniform(-0.08, 0.08, batch, 3)
+    direction = torch.where(base_tone.mean(1, keepdim=True) > 0.5, -1.0, 1.0)
+    draws["base_tone"] = base_tone
+    draws["other_tone"] = (base_tone + uniform(0.15, 0.35, batch, 1) * direction).clamp(0, 1)
+    draws["blotches"] = torch.rand(batch, 1, 4, 4, generator=generator)
+    draws["texture_scale"] = uniform(1.5, 4.0, batch)
+    draws["texture_phase"] = uniform(0, 6.3, batch)
+    draws["shading_u"] = uniform(-1, 1, batch)
+    draws["shading_v"] = uniform(-1, 1, batch)
+    noise = torch.randn(batch, 3, size, size, generator=generator)
 
+    image = torch.cat([_paint({key: value[start:start + _PAINT_CHUNK] for key, value in draws.items()}, size)
+                       for start in range(0, batch, _PAINT_CHUNK)]) if batch else torch.zeros(0, 3, size, size)
+    if style == "field":
+        image = image * _WARM_LIGHT[None, :, None, None] + 0.05 * noise
+    else:
+        image = image + 0.02 * noise
+    return image.clamp(0, 1)
+
+
+def _paint(draws, size):
+    """Noise-free pixels (B, 3, size, size) of the images described by ``draws``."""
+    batch = len(draws["shapes"])
+    hi = size * _SUPERSAMPLE
     grid = (torch.arange(hi, dtype=torch.float32) + 0.5) / hi * 2 - 1
     v, u = torch.meshgrid(grid, grid, indexing="ij")
     u, v = u.expand(batch, hi, hi), v.expand(batch, hi, hi)
+    centre, half_size, rotation = draws["centre"], draws["half_size"], draws["rotation"]
     du, dv = u - centre[:, 0, None, None], v - centre[:, 1, None, None]
     cos, sin = torch.cos(rotation)[:, None, None], torch.sin(rotation)[:, None, None]
     x = (du * cos + dv * sin) / half_size[:, None, None]
     y = (-du * sin + dv * cos) / half_size[:, None, None]
-    inside = _shape_masks(x, y, shapes).float()[:, None]
+    inside = _shape_masks(x, y, draws["shapes"]).float()[:, None]
 
-    # Backgrounds: grey-ish tones far enough from the object to keep it visible.
-    base_tone = uniform(0.15, 0.85, batch, 1) + uniform(-0.08, 0.08, batch, 3)
-    direction = torch.where(base_tone.mean(1, keepdim=True) > 0.5, -1.0, 1.0)
-    other_tone = (base_tone + uniform(0.15, 0.35, batch, 1) * direction).clamp(0, 1)
-    blotches = F.interpolate(torch.rand(batch, 1, 4, 4, generator=generator), size=(hi, hi),
-                             mode="bilinear", align_corners=False)[:, 0]
-    background = _textures(u * 3, v * 3, background_kind, base_tone, other_tone,
-                           uniform(1.5, 4.0, batch), uniform(0, 6.3, batch), (blotches > 0.5).float())
-    shading = 1 + 0.12 * (u * uniform(-1, 1, batch)[:, None, None] + v * uniform(-1, 1, batch)[:, None, None])
-    image = background * (1 - inside) + colour[:, :, None, None] * inside
+    blotches = F.interpolate(draws["blotches"], size=(hi, hi), mode="bilinear", align_corners=False)[:, 0]
+    background = _textures(u * 3, v * 3, draws["background_kind"], draws["base_tone"], draws["other_tone"],
+                           draws["texture_scale"], draws["texture_phase"], (blotches > 0.5).float())
+    shading = 1 + 0.12 * (u * draws["shading_u"][:, None, None] + v * draws["shading_v"][:, None, None])
+    image = background * (1 - inside) + draws["colour"][:, :, None, None] * inside
     image = image * shading[:, None]
-    image = F.avg_pool2d(image, _SUPERSAMPLE)
-    if style == "field":
-        image = image * _WARM_LIGHT[None, :, None, None]
-        image = image + 0.05 * torch.randn(image.shape, generator=generator)
-    else:
-        image = image + 0.02 * torch.randn(image.shape, generator=generator)
-    return image.clamp(0, 1)
+    return F.avg_pool2d(image, _SUPERSAMPLE)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -227,11 +246,17 @@ class MiniShapes(BenchmarkDataset):
         if os.path.isfile(self.split_path):
             return
         if os.path.exists(self.dataset_dir):
+            if os.path.isfile(self.split_path):  # a concurrent first use finished meanwhile
+                return
             raise FileNotFoundError(
                 f"{self.name}: {self.dataset_dir} exists but holds no {self.split_file}; delete the "
                 f"folder and it is rendered again")
         staging = tempfile.mkdtemp(prefix=".minishapes-", dir=self.root)
         try:
+            # mkdtemp makes the folder private (0700); the dataset gets the usual permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)
             image_dir = os.path.join(staging, self.image_subdir)
             print(f"Rendering MiniShapes into {self.dataset_dir} (once)")
             train, val, test = render_split(image_dir)

@@ -9,8 +9,10 @@
 #     SEEDS       seeds to loop over (default: "1 2 3")
 #     PYTHON      interpreter that runs train.py (default: python)
 #     EXTRA_OPTS  extra train.py arguments, e.g. "--device cpu OPTIM.MAX_EPOCH 1"
-#     CFG         trainer config name that replaces every script's own (configs/trainers/<T>/CFG.yaml),
-#                 e.g. CFG=mini_clip for the bundled mini CLIP (zero-shot CLIP reads CoOp's folder)
+#     CFG         trainer config name that replaces every script's own, also one given as an argument
+#                 (configs/trainers/<T>/CFG.yaml; language-prompting scripts read CFG_language_only),
+#                 e.g. CFG=mini_clip for the bundled mini CLIP (zero-shot CLIP reads CoOp's folder);
+#                 set LOADEP too when its epoch count differs from the script's default
 
 # Kept outside any function: BASH_SOURCE[0] is this file only while it is being sourced.
 COMMON_SH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -148,6 +150,21 @@ require_model_dir() {
     [ -d "$dir" ] || die "model dir not found: $dir (train it first: $hint)"
 }
 
+# The trainer config a run uses: the script's own DEFAULT, or the user's CFG when set. Scripts
+# whose own config is a language-only variant (name ending in _language_only) get CFG's
+# language-only variant, so that CFG=mini_clip keeps deep language prompting apart from IVLP.
+# Usage: config_name DEFAULT
+config_name() {
+    local default=$1
+    if [ -z "${CFG:-}" ]; then
+        echo "$default"
+    elif [[ "$default" == *_language_only ]]; then
+        echo "${CFG}_language_only"
+    else
+        echo "$CFG"
+    fi
+}
+
 # Checks shared by every protocol runner; leaves the shell at the repo root with DATA, OUTPUT and SHOTS set.
 # Usage: prepare_protocol_run TRAINER CFG DATASET SEED
 prepare_protocol_run() {
@@ -181,7 +198,7 @@ protocol_flags() {
 # Usage: run_base2new_train TRAINER CFG DATASET SEED [FLAG...]
 run_base2new_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
     train_into "${OUTPUT}/base2new/train_base/${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}" \
@@ -214,7 +231,7 @@ train_into() {
 # Usage: run_base2new_test TRAINER CFG DATASET SEED LOADEP TRAIN_SCRIPT
 run_base2new_test() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_script=$6
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     local sub=${SUB:-new}
     case "$sub" in
         base | new | all) ;;
@@ -249,7 +266,7 @@ evaluate_into() {
 # Usage: run_xd_train TRAINER CFG DATASET SEED [FLAG...]
 run_xd_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     shift 4
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
     train_into "$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")" "$trainer" "$cfg" "$dataset" "$seed" "$@" --
@@ -261,7 +278,7 @@ run_xd_train() {
 # Usage: run_xd_test TRAINER CFG DATASET SEED LOADEP TRAIN_HINT
 run_xd_test() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_hint=$6
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     local source_dataset=${SOURCE_DATASET:-imagenet}
     require_integer LOADEP "$load_epoch"
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
@@ -348,7 +365,7 @@ subsample_opts() {
 # Usage: run_fewshot TRAINER CFG DATASET SEED SHOTS [FLAG...]
 run_fewshot() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4 shots=$5
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     shift 5
     require_integer SHOTS "$shots"
     SHOTS=$shots
@@ -376,7 +393,7 @@ run_zeroshot_eval() {
 # Usage: run_zeroshot_base2new CFG DATASET SEED
 run_zeroshot_base2new() {
     local cfg=$1 dataset=$2 seed=$3
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     prepare_protocol_run ZeroshotCLIP "$cfg" "$dataset" "$seed"
     local common=${dataset}/shots_${SHOTS}/ZeroshotCLIP/${cfg}/seed${seed}
     local step_and_sub step sub
@@ -393,7 +410,7 @@ run_zeroshot_base2new() {
 # Usage: run_zeroshot_xd_test CFG DATASET SEED
 run_zeroshot_xd_test() {
     local cfg=$1 dataset=$2 seed=$3
-    cfg=${CFG:-$cfg}
+    cfg=$(config_name "$cfg")
     prepare_protocol_run ZeroshotCLIP "$cfg" "$dataset" "$seed"
     run_zeroshot_eval "$cfg" "$dataset" "$seed" "$(xd_test_dir ZeroshotCLIP "$cfg" "$dataset" "$seed")"
 }

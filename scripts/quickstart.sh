@@ -9,28 +9,30 @@
 # under $OUTPUT, so `python parse_test_res.py --table base2new $OUTPUT` works on it.
 #
 # Environment (all optional):
-#   OUTPUT   where the runs go (default output/quickstart); DATA defaults to $OUTPUT/data, where
-#            MiniShapes renders itself on first use
+#   OUTPUT   where the runs go (default output/quickstart, or output/quickstart_epN with EPOCHS=N);
+#            DATA defaults to $OUTPUT/data, where MiniShapes renders itself on first use
 #   METHODS  default "zsclip coop maple bmip bloom" (any of scripts/sweep.sh's methods)
 #   SEEDS    default 1;  SHOTS default 16
 #   EPOCHS   train for this many epochs instead of the configs' 10 (at least 2: the first epoch is a
 #            warm-up at lr 1e-5; the tests use 4)
-#   PYTHON   interpreter (default python)
+#   PYTHON   interpreter (default python); EXTRA_OPTS extra train.py flags first, then KEY VALUE pairs
 # The mini CLIP is a teaching and test model, not a stand-in for ViT-B/16 (docs/MINI_CLIP.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHON=${PYTHON:-python}
-export OUTPUT=${OUTPUT:-output/quickstart}
+EPOCHS=${EPOCHS:-}
+if [ -n "${EPOCHS}" ] && ! [[ "${EPOCHS}" =~ ^[1-9][0-9]*$ && "${EPOCHS}" -ge 2 ]]; then
+    echo "ERROR: EPOCHS must be an integer >= 2 (the first epoch is a warm-up at lr 1e-5), got '${EPOCHS}'" >&2
+    exit 1
+fi
+# Finished runs are skipped, so runs of another length get their own default folder.
+export OUTPUT=${OUTPUT:-output/quickstart${EPOCHS:+_ep${EPOCHS}}}
 export DATA=${DATA:-${OUTPUT}/data}
 export DATASETS=minishapes CFG=mini_clip
 export SEEDS=${SEEDS:-1} SHOTS=${SHOTS:-16}
 METHODS=${METHODS:-zsclip coop maple bmip bloom}
-EPOCHS=${EPOCHS:-}
-if [ -n "${EPOCHS}" ] && ! [[ "${EPOCHS}" =~ ^[0-9]+$ && "${EPOCHS}" -ge 2 ]]; then
-    echo "ERROR: EPOCHS must be an integer >= 2 (the first epoch is a warm-up at lr 1e-5), got '${EPOCHS}'" >&2
-    exit 1
-fi
-export EXTRA_OPTS="--device cpu ${EPOCHS:+OPTIM.MAX_EPOCH ${EPOCHS}} ${EXTRA_OPTS:-}"
+# Flags (--device, the user's) before every KEY VALUE pair.
+export EXTRA_OPTS="--device cpu ${EXTRA_OPTS:-} ${EPOCHS:+OPTIM.MAX_EPOCH ${EPOCHS}}"
 export LOADEP=${EPOCHS:-10}
 mkdir -p "${DATA}"
 

@@ -77,15 +77,18 @@ def test_shared_positive_loss_is_infonce_for_distinct_pairs():
 
 
 def test_shared_positive_loss_does_not_push_apart_copies_of_a_class():
-    """Two images of one class and their two (identical) captions: a perfect model gets the
-    minimum loss log(2) per row, whereas plain InfoNCE would still see a negative pair."""
-    feature = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), dim=-1)
-    positives = torch.ones(2, 2, dtype=torch.bool)
-    loss = pretrain.shared_positive_loss(feature, feature, 50.0, positives)
-    assert loss.item() == pytest.approx(math.log(2), rel=1e-4)
-    # the targets spread over both captions: making one caption closer cannot lower the loss
-    other = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1)
-    assert pretrain.shared_positive_loss(feature, other, 50.0, positives) > loss
+    """Two images of one class with two captions of that class. Plain InfoNCE (identity targets)
+    rewards pulling the copies apart; the shared-positive loss penalises it."""
+    together = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), dim=-1)
+    apart = torch.eye(2)
+    shared, plain = torch.ones(2, 2, dtype=torch.bool), torch.eye(2, dtype=torch.bool)
+
+    def loss(features, positives):
+        return pretrain.shared_positive_loss(features, features, 50.0, positives).item()
+
+    assert loss(together, shared) == pytest.approx(math.log(2), rel=1e-4)  # its minimum
+    assert loss(apart, shared) > loss(together, shared) + 10
+    assert loss(apart, plain) < 1e-6 < loss(together, plain)  # what plain InfoNCE would prefer
 
 
 def test_captions_cover_seen_compositions_and_single_attributes_but_never_held_out_ones():

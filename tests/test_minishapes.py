@@ -118,6 +118,9 @@ def test_the_dataset_writes_itself_in_the_split_file_layout(minishapes_root):
     assert (folder / "images" / path).is_file() and label == 0 and name == "red circle"
     assert sorted(os.listdir(folder / "images"))[:2] == ["00_red_circle", "01_red_triangle"]
     assert not [n for n in os.listdir(minishapes_root) if n.startswith(".minishapes")]  # staging removed
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     labels = {record[1]: record[2] for record in split["train"]}
     assert labels == {i: world.classname(*p) for i, p in enumerate(world.compositions())}
 
@@ -156,3 +159,10 @@ def test_a_folder_without_split_file_is_an_error_and_is_left_alone(tmp_path):
         world.MiniShapes(_cfg(tmp_path))
     assert (stale / "keep.txt").read_text() == "mine"
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".minishapes")]
+
+
+@pytest.mark.parametrize("style", ["web", "field"])
+def test_painting_in_chunks_does_not_change_the_images(style, monkeypatch):
+    whole = _render(style, 4, n=20)
+    monkeypatch.setattr(world, "_PAINT_CHUNK", 7)
+    assert torch.equal(_render(style, 4, n=20), whole)

@@ -259,3 +259,20 @@ def test_coop_configs_merge_into_dassl_defaults():
         assert cfg.MODEL.BACKBONE.NAME == EXPECTED_CONFIGS[name][0]
         assert tuple(cfg.INPUT.SIZE) == (224, 224)
         assert cfg.OPTIM.WARMUP_CONS_LR == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("independent-vlp/base2new_train_ivlp.sh", "mini_clip"),
+    ("language-prompting/base2new_train_lp.sh", "mini_clip_language_only"),
+    ("coop/base2new_train.sh", "mini_clip"),
+])
+def test_cfg_replaces_the_scripts_config_and_keeps_language_prompting_apart(tmp_path, script, expected):
+    repo = make_script_repo(tmp_path / "repo", ["CoOp", "IVLP"], ("minishapes",))
+    env = make_script_env(tmp_path)
+    env["CFG"] = "mini_clip"
+    proc = run_script(repo, script, ["minishapes", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (argv, _), = recorded_calls(env)
+    trainer = argv[argv.index("--trainer") + 1]
+    assert argv[argv.index("--config-file") + 1] == f"configs/trainers/{trainer}/{expected}.yaml"
+    assert argv[argv.index("--output-dir") + 1].endswith(f"/{trainer}/{expected}/seed1")

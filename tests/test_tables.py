@@ -447,6 +447,7 @@ def test_base2new_rows_methods_puts_one_method_per_row(base2new_output, capsys):
         for dataset, title in (("dtd", "DTD"), ("eurosat", "EuroSAT")):
             base, new, harmonic = expected_base2new(method, dataset)
             assert number(row[f"{title} Base"]) == pytest.approx(base, abs=0.005)
+            assert number(row[f"{title} New"]) == pytest.approx(new, abs=0.005)
             assert number(row[f"{title} HM"]) == pytest.approx(harmonic, abs=0.005)
         average_base = np.mean([expected_base2new(method, d)[0] for d in ("dtd", "eurosat")])
         assert number(row["Average Base"]) == pytest.approx(average_base, abs=0.005)

@@ -183,10 +183,13 @@ def parse_args(argv=None):
                         help="chance a caption names only the colour or only the shape")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                        help="bf16 autocast (CPU and GPU) or plain fp32")
+                        help="bf16 autocast on the CPU (the recipe) or plain fp32")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    return args
 
 
 def main(argv=None):
