@@ -48,14 +48,9 @@ def test_reported_zero_shot_accuracy_is_what_the_checkpoint_gives(mini_clip):
     """The numbers in the report (and docs/MINI_CLIP.md) are recomputed from the shipped weights."""
     report = json.loads(REPORT.read_text())
     benchmark_test = world.render_benchmark()["test"]
-    held_out = [i for i, p in enumerate(world.compositions()) if world.is_held_out(*p)]
-    generator = torch.Generator().manual_seed(report["recipe"]["seed"] + 1)
-    pairs = [world.compositions()[i] for i in held_out]
-    web = world.to_uint8(world.render(torch.tensor([p[0] for p in pairs]).repeat_interleave(30),
-                                      torch.tensor([p[1] for p in pairs]).repeat_interleave(30),
-                                      "web", generator))
-    labels = torch.tensor(held_out).repeat_interleave(30)
-    results = pretrain.evaluate(mini_clip, benchmark_test, (web, labels))
+    web_held_out = pretrain.web_held_out_set(report["recipe"]["seed"] + 1)
+    assert len(web_held_out[0]) == 16 * 30
+    results = pretrain.evaluate(mini_clip, benchmark_test, web_held_out)
     for key, value in report["zero_shot"].items():
         assert results[key] == pytest.approx(value, abs=0.05), key
     chance_among_32, chance_among_64 = 100 / 32, 100 / 64
@@ -129,7 +124,15 @@ def test_a_short_pretraining_run_writes_a_loadable_checkpoint_and_a_report(tmp_p
     model, _ = clip.load(str(out))
     assert model.visual.conv1.weight.shape == (128, 3, 4, 4)
     assert torch.load(out, weights_only=True)["positional_embedding"].dtype == torch.float16
-    assert not (tmp_path / "mini.pt.part").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.pt", "mini.pt.json"]  # no temporary left
+
+
+def test_pretraining_refuses_zero_steps(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools/pretrain_mini_clip.py"), "--out",
+                           str(tmp_path / "x.pt"), "--steps", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("error: --steps must be at least 1, got 0")
+    assert not list(tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------

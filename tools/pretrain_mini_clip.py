@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 from clip.loader import CLIP_MEAN, CLIP_STD  # noqa: E402
 from clip.model import CLIP  # noqa: E402
 from clip.tokenizer import tokenize  # noqa: E402
+from dassl.utils import atomic_torch_save, write_json  # noqa: E402
 from datasets import minishapes as world  # noqa: E402
 
 ARCHITECTURE = dict(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
@@ -160,13 +161,18 @@ def make_pool(per_class: int, seed: int, exclude_held_out: bool = True):
     return torch.cat(images), colours, shapes
 
 
+def web_held_out_set(seed: int, per_class: int = 30):
+    """The held-out compositions rendered in the pretraining ("web") style: (uint8 images, labels)."""
+    held_out = [(label, pair) for label, pair in enumerate(world.compositions()) if world.is_held_out(*pair)]
+    colours = torch.tensor([pair[0] for _, pair in held_out]).repeat_interleave(per_class)
+    shapes = torch.tensor([pair[1] for _, pair in held_out]).repeat_interleave(per_class)
+    images = world.render(colours, shapes, "web", torch.Generator().manual_seed(seed))
+    return world.to_uint8(images), torch.tensor([label for label, _ in held_out]).repeat_interleave(per_class)
+
+
 def save_openai_fp16(model: CLIP, path: str) -> None:
     """fp16 state dict with OpenAI's key names, written atomically."""
-    state = {key: value.detach().half() for key, value in model.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.part"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    atomic_torch_save({key: value.detach().half() for key, value in model.state_dict().items()}, path)
 
 
 def parse_args(argv=None):
@@ -202,12 +208,7 @@ def main(argv=None):
     print("rendering the training pool and the evaluation images ...")
     pool, pool_colours, pool_shapes = make_pool(args.pool_per_class, args.seed)
     benchmark_test = world.render_benchmark()["test"]
-    held_out_pairs = [(i, pair) for i, pair in enumerate(world.compositions()) if world.is_held_out(*pair)]
-    web_generator = torch.Generator().manual_seed(args.seed + 1)
-    web_colours = torch.tensor([p[0] for _, p in held_out_pairs]).repeat_interleave(30)
-    web_shapes = torch.tensor([p[1] for _, p in held_out_pairs]).repeat_interleave(30)
-    web_held_out = (world.to_uint8(world.render(web_colours, web_shapes, "web", web_generator)),
-                    torch.tensor([i for i, _ in held_out_pairs]).repeat_interleave(30))
+    web_held_out = web_held_out_set(args.seed + 1)
 
     texts, caption_colours, caption_shapes = caption_table()
     caption_tokens = tokenize(texts)
@@ -293,8 +294,7 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
     }
-    with open(f"{args.out}.json", "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(report, f"{args.out}.json")
     print(json.dumps(final, indent=2))
 
 
