@@ -6,11 +6,15 @@ scripts run unchanged; ``--device`` and ``--best`` are additions.
 Config precedence (later wins): Dassl defaults, every trainer's defaults,
 ``--dataset-config-file``, ``--config-file``, the named CLI arguments, then the
 trailing ``KEY VALUE`` pairs.
+
+Launched by ``torchrun --nproc_per_node=N train.py ...`` it trains data-parallel
+(DistributedDataParallel; see "Several GPUs (torchrun)" in docs/RUN.md).
 """
 import argparse
 import difflib
 import os
 import sys
+import tempfile
 import traceback
 
 import torch
@@ -19,8 +23,10 @@ import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
+from dassl.engine.trainer import select_device
 from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
                          write_to_log_file)
+from dassl.utils import distributed as dist_utils
 
 
 class ConfigError(ValueError):
@@ -105,6 +111,23 @@ def setup_cfg(args):
     return cfg
 
 
+def check_output_dir(path):
+    """Create the output directory if needed and check that a file can be written in it.
+
+    Runs before any data is read or anything trained, so that an unusable ``--output-dir``
+    (a read-only or full file system, a path through a regular file) fails at once with a
+    ``ConfigError`` naming it, instead of after the first epoch when the checkpoint is saved.
+    """
+    if not path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output dir {path} is not writable: {err.strerror or err}") from None
+
+
 def print_args(args, cfg):
     print("***************\n** Arguments **\n***************")
     for key in sorted(vars(args)):
@@ -113,20 +136,41 @@ def print_args(args, cfg):
     print(cfg)
 
 
+def start_distributed(cfg):
+    """Under torchrun: join the process group (NCCL for CUDA, gloo for the CPU) and keep
+    stdout for rank 0. Does nothing for a plain ``python train.py``."""
+    if not dist_utils.launched_by_torchrun():
+        return
+    dist_utils.init_distributed(select_device(cfg).type)
+    dist_utils.silence_stdout_on_other_ranks()
+
+
 def main(args):
     cfg = setup_cfg(args)
     if args.eval_only and args.model_dir and not os.path.isdir(args.model_dir):
         raise FileNotFoundError(f"--model-dir {args.model_dir} does not exist")
+    start_distributed(cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    elif dist_utils.is_distributed():
+        # Every rank must draw the same few-shot subset: rank 0 picks the seed for all.
+        seed = dist_utils.shared_seed(cfg.SEED)
+        print(f"Setting seed shared by all processes: {seed} (SEED < 0 picks it at random)")
+        set_random_seed(seed)
     if cfg.MODEL.INIT_SEED >= 0:
         # BMIP's rule: torch's generator (initialisation, shuffling) follows
         # INIT_SEED, python/numpy (few-shot sampling) follow SEED.
         print(f"Setting fixed init seed: {cfg.MODEL.INIT_SEED}")
         torch.manual_seed(cfg.MODEL.INIT_SEED)
         torch.cuda.manual_seed_all(cfg.MODEL.INIT_SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if dist_utils.is_main_process():
+        check_output_dir(cfg.OUTPUT_DIR)
+        setup_logger(cfg.OUTPUT_DIR)
+    if dist_utils.is_distributed():
+        print(f"Distributed data-parallel: {dist_utils.world_size()} processes "
+              f"({torch.distributed.get_backend()}); DATALOADER.TRAIN_X.BATCH_SIZE "
+              f"{cfg.DATALOADER.TRAIN_X.BATCH_SIZE} is the global batch")
     set_deterministic(cfg.DETERMINISTIC)
     print_args(args, cfg)
     print("Collecting env info ...")
@@ -183,7 +227,8 @@ def build_parser():
 
 
 # Errors caused by what the user gave us: reported as one line, exit code 2.
-USER_ERRORS = (ConfigError, OSError, KeyError, ValueError, RuntimeError)
+# FloatingPointError: a diverged run (non-finite loss), reported with its epoch and batch.
+USER_ERRORS = (ConfigError, OSError, KeyError, ValueError, RuntimeError, FloatingPointError)
 
 
 def cli(argv=None):
@@ -196,8 +241,11 @@ def cli(argv=None):
             raise
         log = write_to_log_file(traceback.format_exc())
         where = f" (traceback in {log})" if log else ""
-        print(f"error: {error_line(err)}{where}", file=sys.stderr)
+        who = f" (rank {dist_utils.rank()})" if not dist_utils.is_main_process() else ""
+        print(f"error{who}: {error_line(err)}{where}", file=sys.stderr)
         return 2
+    finally:
+        dist_utils.destroy_distributed()
     return 0
 
 

@@ -3,7 +3,7 @@
 # method's per-run scripts; runs whose output dir already holds results.json are skipped, so an
 # interrupted sweep is resumed by running the same command again.
 #
-# Usage: bash scripts/sweep.sh PROTOCOL METHOD
+# Usage: bash scripts/sweep.sh [--plan] PROTOCOL METHOD
 #   PROTOCOL  base2new   train on base classes, test on new classes (the base test is the training run's)
 #             openworld  train on base classes (reusing base2new runs), test on all classes (SUB=all)
 #             xd         train on SOURCE_DATASET once per seed, test on every dataset of DATASETS
@@ -20,6 +20,14 @@
 #   (see scripts/common.sh).
 # Before the first run it checks DATA and that every dataset folder exists under it (all missing ones
 # are listed); the first failing run stops the sweep. At the end it prints the table command.
+#
+# --plan makes the same checks, then prints the runs instead of running them and exits 0: one line per
+# run, in order, with tab-separated fields
+#     GROUP  LABEL  SUB  SCRIPT  ARG...
+# GROUP names the runs that depend on each other and must run in this order in one job (a training
+# run and the tests of its model), LABEL is the progress line, SUB the SUB the run needs (empty: leave
+# as is), SCRIPT the per-run script under scripts/ and ARG... its arguments. scripts/launch.py reads it
+# to spread a sweep over GPUs or SLURM jobs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -28,7 +36,12 @@ METHODS=(zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bl
 BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
-require_arg_count 2 2 "bash scripts/sweep.sh PROTOCOL METHOD" "$@"
+PLAN_ONLY=0
+if [ "${1:-}" = --plan ]; then
+    PLAN_ONLY=1
+    shift
+fi
+require_arg_count 2 2 "bash scripts/sweep.sh [--plan] PROTOCOL METHOD" "$@"
 PROTOCOL=$1
 METHOD=$2
 require_choice protocol "$PROTOCOL" "${PROTOCOLS[@]}"
@@ -50,13 +63,17 @@ method_script() {
     echo "${METHOD}/${step}${suffix}.sh"
 }
 
-# Every run of the sweep, in order: a label for the progress line, the SUB it needs ("" = leave as
-# is) and the per-run script with its arguments.
+# Every run of the sweep, in order: its dependency group (RUN_GROUP when it was added), a label for
+# the progress line, the SUB it needs ("" = leave as is) and the per-run script with its arguments.
+# The plan functions set RUN_GROUP so that a test shares the group of the run that trains its model.
+RUN_GROUP=""
+RUN_GROUPS=()
 RUN_LABELS=()
 RUN_SUBS=()
 RUN_COMMANDS=()
 # Usage: add_run LABEL SUB SCRIPT ARG...
 add_run() {
+    RUN_GROUPS+=("$RUN_GROUP")
     RUN_LABELS+=("$1")
     RUN_SUBS+=("$2")
     RUN_COMMANDS+=("${*:3}")
@@ -67,6 +84,7 @@ plan_base_to_novel() {
     local test_sub=$1 dataset seed
     for dataset in $DATASETS; do
         for seed in $SEEDS; do
+            RUN_GROUP="$dataset seed $seed"
             if [ "$METHOD" = zsclip ]; then
                 # one call evaluates base, new and all classes
                 add_run "$METHOD $PROTOCOL $dataset seed $seed" "" "$(method_script base2new)" "$dataset" "$seed"
@@ -84,6 +102,7 @@ plan_base_to_novel() {
 plan_cross_dataset() {
     local source=$1 dataset seed
     for seed in $SEEDS; do
+        RUN_GROUP="seed $seed"
         if [ "$METHOD" = cocoop ]; then
             # CoCoOp's official xd_train.sh takes only SEED and trains on SOURCE_DATASET
             add_run "$METHOD $PROTOCOL $source seed $seed (source)" "" "$(method_script xd_train)" "$seed"
@@ -102,6 +121,7 @@ plan_few_shot() {
     for dataset in $DATASETS; do
         for shots in $SHOTS_LIST; do
             for seed in $SEEDS; do
+                RUN_GROUP="$dataset seed $seed shots $shots"
                 add_run "$METHOD $PROTOCOL $dataset seed $seed shots $shots" "" \
                     "$(method_script fewshot)" "$dataset" "$seed" "$shots"
             done
@@ -153,6 +173,15 @@ esac
 for script in $(printf '%s\n' "${RUN_COMMANDS[@]}" | cut -d' ' -f1 | sort -u); do
     [ -f "scripts/$script" ] || die "method $METHOD has no script scripts/$script for protocol $PROTOCOL"
 done
+
+if [ "$PLAN_ONLY" = 1 ]; then
+    # Dataset names, seeds and script paths hold no whitespace, so the arguments split on spaces.
+    for index in "${!RUN_COMMANDS[@]}"; do
+        printf '%s\t%s\t%s\t%s\n' "${RUN_GROUPS[$index]}" "${RUN_LABELS[$index]}" "${RUN_SUBS[$index]}" \
+            "${RUN_COMMANDS[$index]// /$'\t'}"
+    done
+    exit 0
+fi
 
 # --- the runs ---
 total=${#RUN_COMMANDS[@]}

@@ -1,6 +1,7 @@
 """Bad input to train.py: one clear line on stderr naming the culprit, a
 non-zero exit, and nothing already on disk overwritten or lost."""
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -191,3 +192,94 @@ def test_ctx_init_that_splits_into_more_tokens(tmp_path, eurosat_root, tiny_clip
     proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
                                "TRAINER.COOP.CTX_INIT", "a_photograph_of_xylophones"))
     fails_with(proc, "CTX_INIT 'a photograph of xylophones'", "BPE token")
+
+
+# --- added with docs/RELIABILITY.md: the remaining bad inputs of issue 8 -------------------------
+def test_unknown_dataset_lists_close_match(tmp_path, eurosat_root, tiny_clip_path):
+    fails_with(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "DATASET.NAME", "EuroSATT")),
+               "EuroSATT", "did you mean: EuroSAT")
+
+
+def test_missing_dataset_folder(tmp_path, tiny_clip_path):
+    root = tmp_path / "data"
+    root.mkdir()  # the data root exists, the eurosat/ folder in it does not
+    fails_with(run_train(*args_for(str(root), tiny_clip_path, str(tmp_path / "o"))),
+               "dataset folder", str(root / "eurosat"))
+
+
+def test_truncated_split_json_is_named_and_kept(tmp_path, tiny_clip_path, data_copy):
+    split = data_copy / "eurosat" / "split_zhou_EuroSAT.json"
+    split.write_bytes(split.read_bytes()[:200])
+    before = digest_tree(data_copy)
+    fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(tmp_path / "o"))),
+               "invalid JSON", str(split))
+    assert digest_tree(data_copy) == before  # neither regenerated nor overwritten
+
+
+def test_output_dir_not_writable_fails_before_anything_is_written(tmp_path, tiny_clip_path, data_copy):
+    # A path through a regular file cannot be created even by root (chmod would not stop root).
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file, not a directory\n")
+    out = blocker / "run"
+    data_before = digest_tree(data_copy)
+    fails_with(run_train(*args_for(str(data_copy), tiny_clip_path, str(out))), "output dir", str(out), "not writable")
+    assert blocker.read_text() == "a file, not a directory\n"
+    assert digest_tree(data_copy) == data_before  # not even the few-shot cache was written
+
+
+def test_checkpoint_of_another_trainer_names_keys(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    """CoCoOp reads the same "prompt_learner" folder as CoOp; CoOp's weights lack its meta-net."""
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "TRAINER.COCOOP.N_CTX", 2,
+                               "TRAINER.COCOOP.PREC", "fp32", trainer="CoCoOp",
+                               flags=("--eval-only", "--model-dir", finished_run, "--load-epoch", 1)))
+    fails_with(proc, "does not fit trainer CoCoOp", "missing keys", "meta_net.linear1.weight")
+
+
+def test_checkpoint_of_other_class_count_names_keys(tmp_path, finished_run, eurosat_root, tiny_clip_path):
+    """Class-specific contexts saved for the 10 classes, evaluated on the 5 base classes."""
+    import torch
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(finished_run, model_dir)
+    path = model_dir / "prompt_learner" / "model.pth.tar-1"
+    ckpt = torch.load(path, weights_only=True)
+    ctx = ckpt["state_dict"]["ctx"]
+    ckpt["state_dict"]["ctx"] = ctx.unsqueeze(0).repeat(10, 1, 1)
+    torch.save(ckpt, path)
+    proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "TRAINER.COOP.CSC", True,
+                               "DATASET.SUBSAMPLE_CLASSES", "base",
+                               flags=("--eval-only", "--model-dir", str(model_dir), "--load-epoch", 1)))
+    fails_with(proc, "(5 classes)", "ctx: checkpoint (10, 2, ", "model (5, 2, ")
+
+
+def test_skip_bad_images_counts_them_in_the_log(tmp_path, tiny_clip_path, data_copy):
+    """Off by default (test_corrupt_image_is_named); on, the run finishes and says how many it skipped."""
+    split = json.loads((data_copy / "eurosat" / "split_zhou_EuroSAT.json").read_text())
+    first_class = split["train"][0][1]
+    # Every training image of the first class (so both of its 2 shots) and two test images.
+    bad = [rel for rel, label, _ in split["train"] if label == first_class] + [rel for rel, _, _ in split["test"][:2]]
+    for rel in bad:
+        (data_copy / "eurosat" / "2750" / rel).write_bytes(b"not a jpeg")
+    out = tmp_path / "o"
+    # 20 training items in batches of 4: no batch is dropped, so every item is read once.
+    proc = run_train(*args_for(str(data_copy), tiny_clip_path, str(out), "DATALOADER.SKIP_BAD_IMAGES", True,
+                               "DATALOADER.TRAIN_X.BATCH_SIZE", 4))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (out / "log.txt").read_text()
+    assert "DATALOADER.SKIP_BAD_IMAGES: skipped 2 unreadable image(s) in epoch 1" in log
+    assert "DATALOADER.SKIP_BAD_IMAGES: skipped 2 unreadable image(s) while evaluating on test" in log
+    assert json.loads((out / "results.json").read_text())["metrics"]["total"] == len(split["test"])
+
+
+def test_diverged_loss_is_a_one_line_error(monkeypatch, capsys):
+    """A non-finite loss stops the run with exit 2 and one line naming epoch and batch."""
+    import train
+
+    def diverge(args):
+        raise FloatingPointError("Loss is infinite or NaN at epoch 1, batch 2")
+
+    monkeypatch.delenv("PROMPTCLIP_DEBUG", raising=False)
+    monkeypatch.setattr(train, "main", diverge)
+    assert train.cli([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: Loss is infinite or NaN at epoch 1, batch 2"]

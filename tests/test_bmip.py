@@ -68,8 +68,11 @@ def reference_logits(clip_model, learner, image, vision_weight="batch_mean"):
         x = block(x)
     img = F.normalize(vis.ln_post(x[:, 0]) @ vis.proj, dim=-1)
     # --- text (official: text deep layers 1..depth-2, weight read from row 0)
-    tokens = learner.template.tokenized_prompts
-    t = learner.template(learner.ctx_t) + clip_model.positional_embedding
+    # the official 77-token sequences: our template stops after the last EOT, the rest is padding
+    cut = learner.template.tokenized_prompts
+    tokens = torch.cat([cut, cut.new_zeros(cut.shape[0], 77 - cut.shape[1])], dim=1)
+    padding = clip_model.token_embedding(tokens[:, cut.shape[1]:])
+    t = torch.cat([learner.template(learner.ctx_t), padding], dim=1) + clip_model.positional_embedding
     for i, block in enumerate(clip_model.transformer.resblocks):
         if 1 <= i <= depth - 2:
             j = i - 1
@@ -129,6 +132,25 @@ def test_official_batch_mean_weights_do_depend_on_the_batch(clip_model):
     x = images(4, seed=3)
     with torch.no_grad():
         assert not torch.allclose(model(x)[:1], model(x[:1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("text_weight", ["sos_row", "received"])
+def test_cached_text_evaluation_gives_identical_logits(clip_model, text_weight):
+    """Class text features built once per evaluation = the text re-encoded for every batch
+    (BMIP's text side does not depend on the image, also when its weights read attention)."""
+    torch.manual_seed(8)
+    learner = BMIPPromptLearner(bmip_cfg(TEXT_WEIGHT=text_weight), CLASSNAMES, clip_model)
+    with torch.no_grad():
+        learner.vision_gates.weight.mul_(30)
+        if learner.text_gates.weight is not None:
+            learner.text_gates.weight.mul_(30)
+    model = PromptedCLIP(clip_model, learner).eval()
+    x = images(6, seed=9)
+    with torch.no_grad():
+        per_batch = torch.cat([model(x[:2]), model(x[2:])])
+        with model.cached_text_features():
+            cached = torch.cat([model(x[:2]), model(x[2:])])
+    assert torch.equal(per_batch, cached)
 
 
 def test_paper_text_weight_reads_attention_later_tokens_give(clip_model):

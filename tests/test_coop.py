@@ -51,12 +51,13 @@ def test_end_position_places_context_after_sos(clip_model):
     pl = CoOpPromptLearner(coop_cfg(), CLASSNAMES, clip_model)
     ps = pl()
     n_cls, n_ctx = len(CLASSNAMES), 4
-    assert ps.text_embeddings.shape == (n_cls, 77, clip_model.text_width)
-    torch.testing.assert_close(ps.text_embeddings[:, 1:1 + n_ctx], pl.ctx.unsqueeze(0).expand(n_cls, -1, -1))
     tokens = clip.tokenize([f"X X X X {c.replace('_', ' ')}." for c in CLASSNAMES])
+    length = int(tokens.argmax(-1).max()) + 1  # the prompts stop after the last end-of-text token
+    assert ps.text_embeddings.shape == (n_cls, length, clip_model.text_width) and ps.text_length == length
+    torch.testing.assert_close(ps.text_embeddings[:, 1:1 + n_ctx], pl.ctx.unsqueeze(0).expand(n_cls, -1, -1))
     emb = clip_model.token_embedding(tokens)
     torch.testing.assert_close(ps.text_embeddings[:, :1], emb[:, :1])
-    torch.testing.assert_close(ps.text_embeddings[:, 1 + n_ctx:], emb[:, 1 + n_ctx:])
+    torch.testing.assert_close(ps.text_embeddings[:, 1 + n_ctx:], emb[:, 1 + n_ctx:length])
     assert torch.equal(ps.eot_indices, tokens.argmax(-1))
 
 

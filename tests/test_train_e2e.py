@@ -177,6 +177,17 @@ def test_variants_train_the_context(tmp_path, eurosat_root, tiny_clip_path, opts
     assert not torch.equal(ctx, ctx0)
 
 
+def test_amp_on_cpu_is_bf16_autocast_and_changes_the_math(tmp_path, eurosat_root, tiny_clip_path):
+    """PREC amp on a CPU says so once and trains exactly as PREC bf16 (autocast to bfloat16),
+    which differs from fp32: the autocast really is applied to the training step."""
+    proc, amp = trained_ctx(tmp_path, eurosat_root, tiny_clip_path, "amp", "TRAINER.COOP.PREC", "amp")
+    _, bf16 = trained_ctx(tmp_path, eurosat_root, tiny_clip_path, "bf16", "TRAINER.COOP.PREC", "bf16")
+    _, fp32 = trained_ctx(tmp_path, eurosat_root, tiny_clip_path, "fp32", "TRAINER.COOP.PREC", "fp32")
+    assert proc.stdout.count("PREC amp on cpu: using bf16 autocast") == 1
+    assert torch.equal(amp, bf16)
+    assert not torch.allclose(amp, fp32, atol=1e-6)
+
+
 def test_zeroshot_clip_eval_only(tmp_path, eurosat_root, tiny_clip_path):
     out = str(tmp_path / "zs")
     proc = ok(run_train("--root", eurosat_root, "--seed", 1, "--trainer", "ZeroshotCLIP",

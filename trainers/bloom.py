@@ -219,6 +219,7 @@ class BloomPromptLearner(nn.Module):
             return PromptSet(
                 text_embeddings=self.template(fused_text[0]),
                 eot_indices=self.template.eot_indices,
+                text_length=self.template.text_length,
                 text_hook=DeepPromptHook(list(fused_text[1:]), "text"),
                 vision_prompts=fused_vision[0],
                 vision_hook=DeepPromptHook(list(fused_vision[1:]), "vision"),
@@ -228,6 +229,7 @@ class BloomPromptLearner(nn.Module):
             text_embeddings=self.template(no_context),
             # the inserted tokens push each end-of-text token back by their number
             eot_indices=self.template.eot_indices + self.n_text_tokens,
+            text_length=self.template.text_length + self.n_text_tokens,
             text_hook=LateInsertionHook(fused_text, self.start, "text"),
             vision_hook=LateInsertionHook(fused_vision, self.start, "vision"),
         )

@@ -19,6 +19,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
+from dassl.utils import distributed as dist_utils
 
 from .base import ClipPromptTrainer, PromptSet
 from .prompting import ClassPromptTemplate, DeepPromptHook, init_text_context, normal_prompts, require_vit, splice_prompts
@@ -65,10 +66,14 @@ class AttentionWeightedHook:
     block with its fused attention.
     """
 
-    def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None, recorder=None):
+    def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None, recorder=None,
+                 mean_across_ranks=False):
         self.local, self.foreign, self.gate = local, foreign, gate
         self.where, self.weight_mode, self.eot_indices = where, weight_mode, eot_indices
         self.recorder = recorder
+        # "batch_mean" under torchrun training: average over the global batch, as one
+        # process would (each rank holds only its slice of the batch).
+        self.mean_across_ranks = mean_across_ranks
 
     def record(self, j, w, p):
         """Keep the mean weight per prompt token of layer j+1 (for the interpretability plot)."""
@@ -92,8 +97,12 @@ class AttentionWeightedHook:
             return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where))
         q, k, v = block.qkv(x)
         att = attention_to_prompts(q, k, p, self.where, self.eot_indices).to(local.dtype)  # (N, P)
-        if self.weight_mode == "batch_mean":
-            att = att.mean(dim=0)  # official: one weight per prompt token for the whole batch
+        if self.weight_mode == "batch_mean":  # official: one weight per prompt token for the whole batch
+            if self.mean_across_ranks:
+                totals = dist_utils.all_reduce(torch.cat([att.sum(dim=0), att.new_tensor([att.shape[0]])]))
+                att = totals[:-1] / totals[-1]
+            else:
+                att = att.mean(dim=0)
         w = torch.sigmoid(self.gate(j, att)).unsqueeze(-1)
         self.record(j, w, p)
         prompts = w * local + (1 - w) * foreign  # (P, D) or (N, P, D)
@@ -228,7 +237,8 @@ class BMIPPromptLearner(nn.Module):
         if self.aggregation == "attention_weighted":
             rec = self.weight_recorder
             vision_hook = AttentionWeightedHook(v_local, v_foreign, self.vision_gates, "vision", self.vision_weight,
-                                                recorder=rec)
+                                                recorder=rec,
+                                                mean_across_ranks=self.training and dist_utils.is_distributed())
             text_hook = AttentionWeightedHook(t_local, t_foreign, self.text_gates, "text", self.text_weight, eot,
                                               recorder=rec)
         else:
@@ -240,6 +250,7 @@ class BMIPPromptLearner(nn.Module):
         return PromptSet(
             text_embeddings=self.template(self.ctx_t),
             eot_indices=eot,
+            text_length=self.template.text_length,
             text_hook=text_hook,
             vision_prompts=self.proj_t(self.ctx_t),
             vision_hook=vision_hook,

@@ -47,6 +47,8 @@ class CoCoOpPromptLearner(nn.Module):
 class InstanceConditionedCLIP(PromptedCLIP):
     """CLIP whose class prompts depend on the image (nothing to cache per evaluation)."""
 
+    TEXT_DEPENDS_ON_IMAGE = True
+
     def __init__(self, clip_model, prompt_learner, max_text_batch):
         super().__init__(clip_model, prompt_learner)
         if max_text_batch < 1:
@@ -64,7 +66,8 @@ class InstanceConditionedCLIP(PromptedCLIP):
         for start in range(0, img.shape[0], images_per_call):
             chunk = slice(start, start + images_per_call)
             prompts, eot = template.per_instance(ctx[chunk])
-            text = encode_class_texts(self.clip_model, prompts, eot).view(-1, n_cls, img.shape[-1])
+            text = encode_class_texts(self.clip_model, prompts, eot, length=template.text_length)
+            text = text.view(-1, n_cls, img.shape[-1])
             logits.append(scale * torch.einsum("be,bce->bc", img[chunk], text.type(img.dtype)))
         return torch.cat(logits)
 

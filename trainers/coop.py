@@ -87,7 +87,7 @@ class CoOpPromptLearner(nn.Module):
         prompts = self.template(self.ctx)
         if self.position != "end":
             prompts = prompts.gather(1, self.order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
-        return PromptSet(prompts, self.template.eot_indices)
+        return PromptSet(prompts, self.template.eot_indices, text_length=self.template.text_length)
 
 
 @TRAINER_REGISTRY.register()

@@ -73,6 +73,7 @@ class IndependentVLPromptLearner(nn.Module):
         return PromptSet(
             text_embeddings=self.template(self.ctx),
             eot_indices=self.template.eot_indices,
+            text_length=self.template.text_length,
             text_hook=DeepPromptHook(list(self.deep_text_prompts), "text"),
             vision_prompts=vision_prompts,
             vision_hook=vision_hook,

@@ -56,13 +56,19 @@ class ClassPromptTemplate(nn.Module):
     """The token embeddings of "``prefix`` ``class name``." for every class, with
     the ``n_ctx`` positions after SOS left for learnable context.
 
-    Buffers are derived from the class names and not checkpointed.
+    The sequences stop after the last end-of-text token of all classes
+    (``text_length`` positions instead of CLIP's 77): under the causal mask no
+    position up to an EOT sees what follows, so the text features are the same,
+    and every prompt built per step (per image for CoCoOp) is 77 / text_length
+    times smaller. Buffers are derived from the class names and not checkpointed.
     """
 
     def __init__(self, clip_model, classnames, prompt_prefix, n_ctx):
         super().__init__()
         names = [name.replace("_", " ") for name in classnames]
         tokens = tokenize_prompts([f"{prompt_prefix} {name}." for name in names])
+        self.text_length = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :self.text_length]
         with torch.no_grad():
             embedding = clip_model.token_embedding(tokens)
         self.register_buffer("token_prefix", embedding[:, :1, :], persistent=False)

@@ -48,10 +48,11 @@ class FixedPrompts(nn.Module):
         # Derived from the class names: rebuilt on every run, never checkpointed.
         self.register_buffer("embeddings", embeddings, persistent=False)
         self.register_buffer("eot_indices", tokens.argmax(dim=-1), persistent=False)
+        self.text_length = int(self.eot_indices.max()) + 1
         self.texts = list(texts)
 
     def forward(self):
-        return PromptSet(self.embeddings, self.eot_indices, static_text=True)
+        return PromptSet(self.embeddings, self.eot_indices, static_text=True, text_length=self.text_length)
 
 
 @TRAINER_REGISTRY.register()

@@ -190,8 +190,10 @@ _C.TRAIN.CHECKPOINT_FREQ = 0
 _C.TRAIN.PRINT_FREQ = 10
 # Which loader defines the epoch length: "train_x", "train_u" or "smaller_one".
 _C.TRAIN.COUNT_ITER = "train_x"
-# Added: wrap the model with torch.compile.
+# Added: run the training step's forward through torch.compile (evaluation stays eager).
 _C.TRAIN.COMPILE = False
+# Added: the torch.compile backend ("inductor" compiles kernels; "aot_eager" only traces).
+_C.TRAIN.COMPILE_BACKEND = "inductor"
 # Added (BMIP): stop when validation accuracy has not improved for PATIENT_COUNT evaluations.
 _C.TRAIN.EARLY_STOPPING = False
 _C.TRAIN.PATIENT_COUNT = 3

@@ -14,6 +14,15 @@ whose state must then be saved instead.
 
 Validation and test loaders carry a private generator: iterating them for evaluation never
 advances the global RNG, so evaluating mid-training leaves the training order unchanged.
+
+Multi-process training (a torch.distributed process group is initialised)
+--------------------------------------------------------------------------
+``DATALOADER.TRAIN_X.BATCH_SIZE`` is the *global* batch: it must be divisible by the world
+size and each rank loads ``BATCH_SIZE / world`` images per step. The training order of an
+epoch no longer comes from the global RNG but from ``(seed, epoch)`` (see
+``samplers.DistributedBatchSampler``), identical on every rank; the trainer selects the epoch.
+Evaluation loaders give each rank whole batches of the single-process loader, disjoint
+(``samplers.ShardedSampler``).
 """
 import torch
 import torchvision.transforms as T
@@ -21,9 +30,10 @@ from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
 from dassl.data.datasets import build_dataset
+from dassl.utils import distributed as dist_utils
 from dassl.utils import read_image
 
-from .samplers import build_sampler
+from .samplers import DistributedBatchSampler, ShardedSampler, build_sampler
 from .transforms import build_transform, input_size_from_cfg, interpolation_mode_from_cfg
 
 
@@ -40,6 +50,7 @@ def build_data_loader(
     generator=None,
     worker_init_fn=None,
     distributed=False,
+    seed=None,
 ):
     """Build a ``torch.utils.data.DataLoader`` over ``data_source`` (a list of Datum).
 
@@ -59,7 +70,13 @@ def build_data_loader(
         generator: optional ``torch.Generator`` for the sampler order and worker seeds;
             None uses torch's global RNG (see the module docstring).
         worker_init_fn: optional callable run in each worker after torch seeded it.
-        distributed: hook for multi-process training; not implemented yet.
+        distributed: multi-process loader for the current process group. A training loader
+            then yields this rank's slice of each global batch of ``batch_size`` (same
+            drop_last rule, order from ``(seed, epoch)``, see ``DistributedBatchSampler``);
+            an evaluation loader yields this rank's share of the single-process batches
+            (batches r, r + W, ...; possibly none).
+        seed: base seed of the distributed training order (default: ``cfg.SEED``, or a seed
+            shared by all ranks when that is negative).
 
     Raises:
         ValueError: empty ``data_source``, or a loader that would yield no batch.
@@ -74,15 +91,20 @@ def build_data_loader(
         n_domain=n_domain,
         n_ins=n_ins,
         generator=generator,
-        distributed=distributed,
     )
     wrapper_class = DatasetWrapper if dataset_wrapper is None else dataset_wrapper
+    drop_last = is_train and len(data_source) >= batch_size
+    if distributed:
+        return _build_distributed_loader(
+            cfg, wrapper_class(cfg, data_source, transform=tfm, is_train=is_train), sampler, batch_size,
+            drop_last, is_train, generator, worker_init_fn, seed, sampler_type,
+        )
     data_loader = torch.utils.data.DataLoader(
         wrapper_class(cfg, data_source, transform=tfm, is_train=is_train),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
-        drop_last=is_train and len(data_source) >= batch_size,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available() and cfg.get("USE_CUDA", True),
         generator=generator,
         worker_init_fn=worker_init_fn,
@@ -92,6 +114,41 @@ def build_data_loader(
             f"data loader yields no batch: {len(data_source)} items, batch_size={batch_size}, sampler_type={sampler_type}"
         )
     return data_loader
+
+
+def _build_distributed_loader(cfg, dataset, sampler, batch_size, drop_last, is_train, generator,
+                              worker_init_fn, seed, sampler_type):
+    """The multi-process variant of ``build_data_loader``'s DataLoader (see there)."""
+    common = dict(
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        pin_memory=torch.cuda.is_available() and cfg.get("USE_CUDA", True),
+        generator=generator,
+        worker_init_fn=worker_init_fn,
+    )
+    if not is_train:
+        # Whole batches per rank: each evaluated batch is one of the single-process batches.
+        # A rank's shard may be empty (fewer batches than ranks); the gathered evaluation
+        # still covers the whole data, so an empty loader is fine here.
+        shard = ShardedSampler(sampler, block_size=batch_size)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, **common)
+    seed = dist_utils.shared_seed(cfg.SEED) if seed is None else seed
+    batch_sampler = DistributedBatchSampler(sampler, batch_size, drop_last=drop_last, seed=seed)
+    data_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    if len(data_loader) == 0:
+        raise ValueError(
+            f"data loader yields no batch: {len(dataset)} items, batch_size={batch_size}, sampler_type={sampler_type}"
+        )
+    return data_loader
+
+
+def check_global_batch_size(key, batch_size, world_size):
+    """Raise a one-line ``ValueError`` unless the global ``batch_size`` (config key ``key``)
+    splits evenly over ``world_size`` processes."""
+    if batch_size % world_size != 0:
+        raise ValueError(
+            f"{key}={batch_size} is not divisible by the world size {world_size} "
+            f"(it is the global batch: each process loads {key.rsplit('.', 1)[-1]}/{world_size} images per step)"
+        )
 
 
 class DataManager:
@@ -115,7 +172,16 @@ class DataManager:
     """
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None, generator=None):
-        dataset = build_dataset(cfg)
+        self.distributed = dist_utils.is_distributed()
+        if self.distributed:
+            # Checked before the dataset is read: a wrong batch size should fail at once.
+            check_global_batch_size("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                                    dist_utils.world_size())
+        # Datasets cache what they derive (few-shot selections, generated splits, parsed
+        # annotations) next to the data. Under torchrun rank 0 builds first and writes those
+        # files alone; the other ranks then read them instead of redoing the work.
+        with dist_utils.main_process_first():
+            dataset = build_dataset(cfg)
 
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
@@ -135,6 +201,8 @@ class DataManager:
         train_loader_u = None
         if dataset.train_u:
             u_cfg = loader_cfg.TRAIN_X if loader_cfg.TRAIN_U.SAME_AS_X else loader_cfg.TRAIN_U
+            if self.distributed and u_cfg is loader_cfg.TRAIN_U:
+                check_global_batch_size("DATALOADER.TRAIN_U.BATCH_SIZE", u_cfg.BATCH_SIZE, dist_utils.world_size())
             train_loader_u = self._build_train_loader(
                 cfg, dataset.train_u, u_cfg, tfm_train, dataset_wrapper, generator
             )
@@ -171,6 +239,7 @@ class DataManager:
             is_train=True,
             dataset_wrapper=dataset_wrapper,
             generator=generator,
+            distributed=dist_utils.is_distributed(),
         )
 
     @staticmethod
@@ -185,6 +254,7 @@ class DataManager:
             is_train=False,
             dataset_wrapper=dataset_wrapper,
             generator=torch.Generator().manual_seed(0),
+            distributed=dist_utils.is_distributed(),
         )
 
     @property
@@ -231,7 +301,9 @@ class DatasetWrapper(TorchDataset):
 
     A missing or corrupt image raises ``read_image``'s ``OSError``, which names the path. With
     ``cfg.DATALOADER.SKIP_BAD_IMAGES`` it is reported (printed) and the next readable item of
-    the data source is returned in its place (its own ``index``, label and path).
+    the data source is returned in its place (its own ``index``, label and path); every item then
+    also holds ``bad_images_skipped``: 1 when the requested item was unreadable and replaced,
+    else 0, which the trainer sums into one count per epoch or evaluation.
     """
 
     def __init__(self, cfg, data_source, transform=None, is_train=False):
@@ -265,9 +337,13 @@ class DatasetWrapper(TorchDataset):
         for offset in range(len(self.data_source)):
             candidate = (idx + offset) % len(self.data_source)
             try:
-                return self._load(candidate)
+                output = self._load(candidate)
             except OSError as err:
                 print(f"Warning: {err}; skipping it (DATALOADER.SKIP_BAD_IMAGES)")
+                continue
+            # Always present with the option on, so that every item of a batch has the key.
+            output["bad_images_skipped"] = int(offset > 0)
+            return output
         raise OSError(f"no readable image among the {len(self.data_source)} items of the data source")
 
     def _load(self, idx):

@@ -9,11 +9,18 @@ are the same.)
 An epoch's length is known before iterating: it is computed in closed form where the rule
 allows, and otherwise by simulating one epoch with a private, fixed-seed generator, which
 leaves the global RNG untouched.
+
+Multi-process training does not change these samplers: :class:`DistributedBatchSampler`
+draws each epoch's global order from one of them with a generator seeded from
+``(seed, epoch)`` and hands every rank its slice of each global batch;
+:class:`ShardedSampler` splits an evaluation order between the ranks.
 """
 from collections import OrderedDict
 
 import torch
 from torch.utils.data.sampler import RandomSampler, Sampler, SequentialSampler
+
+from dassl.utils import distributed as dist_utils
 
 SAMPLER_TYPES = (
     "RandomSampler",
@@ -203,6 +210,135 @@ def _require_group_size(groups, needed, sampler_name, attribute):
         raise ValueError(f"{sampler_name}: each {attribute} needs at least {needed} images per batch, but {small} have fewer")
 
 
+def _rank_and_world(rank, world_size):
+    rank = dist_utils.rank() if rank is None else int(rank)
+    world_size = dist_utils.world_size() if world_size is None else int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    return rank, world_size
+
+
+class DistributedBatchSampler(Sampler):
+    """This rank's part of every global training batch (multi-process training).
+
+    Each epoch, ``sampler`` (a single-process sampler from :func:`build_sampler`) yields one
+    global index order from a ``torch.Generator`` seeded from ``(seed, epoch)``, so every
+    rank computes the same order without communicating. The order is cut into global
+    batches of ``batch_size`` with the single-process loader's rule (a last incomplete
+    batch is dropped when ``drop_last``), and rank ``r`` takes the r-th contiguous slice of
+    each global batch. Concatenating the ranks' slices in rank order therefore gives back
+    the global batch, and every rank runs the same number of steps (which DDP needs).
+
+    Full global batches split evenly (``batch_size`` must be divisible by the world size);
+    a last partial batch is split as evenly as possible, the first ranks taking one image
+    more. Call :meth:`set_epoch` before each epoch: the order depends only on
+    ``(seed, epoch)``, so resuming after epoch k continues with the order an uninterrupted
+    run would have used.
+
+    Args:
+        sampler: single-process sampler; its ``generator`` attribute (when it has one) is
+            replaced by the epoch's generator before each epoch.
+        batch_size: the global batch size.
+        drop_last: drop a last incomplete global batch.
+        seed: base seed shared by all ranks (non-negative).
+        rank, world_size: this process and the number of processes (default: the current
+            process group's).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by ``world_size``, or fewer items per
+            epoch than ranks (some rank would get an empty batch).
+    """
+
+    def __init__(self, sampler, batch_size, drop_last, seed, rank=None, world_size=None):
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        if batch_size < 1 or batch_size % self.world_size != 0:
+            raise ValueError(
+                f"global batch size {batch_size} is not divisible by the world size {self.world_size}"
+            )
+        if seed is None or seed < 0:
+            raise ValueError(f"DistributedBatchSampler needs a non-negative seed shared by all ranks, got {seed}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.epoch = 0
+        if len(sampler) < self.world_size:
+            raise ValueError(
+                f"{len(sampler)} training items cannot be split over {self.world_size} processes "
+                "(each needs at least one per step)"
+            )
+
+    def set_epoch(self, epoch):
+        """Select the order of ``epoch`` (0-based) for the next iteration."""
+        self.epoch = int(epoch)
+
+    def epoch_generator(self):
+        """The generator behind this epoch's order (seeded from ``(seed, epoch)``)."""
+        return torch.Generator().manual_seed(dist_utils.derive_seed(self.seed, self.epoch))
+
+    def global_batches(self):
+        """This epoch's global batches (lists of dataset indices), identical on every rank."""
+        if hasattr(self.sampler, "generator"):
+            self.sampler.generator = self.epoch_generator()
+        order = list(self.sampler)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def local_slice(self, n_items):
+        """``(start, stop)`` of this rank's contiguous part of a global batch of ``n_items``."""
+        share, extra = divmod(n_items, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return start, start + share + (1 if self.rank < extra else 0)
+
+    def __iter__(self):
+        for batch in self.global_batches():
+            start, stop = self.local_slice(len(batch))
+            yield batch[start:stop]
+
+    def __len__(self):
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class ShardedSampler(Sampler):
+    """This rank's share of ``sampler``'s order for multi-process evaluation: the order is cut
+    into blocks of ``block_size`` indices and rank ``r`` takes blocks r, r + W, r + 2W, ...
+
+    The shards are disjoint and together hold every index exactly once: no padding and no
+    duplicates, so metrics computed over the gathered predictions equal a single process's.
+    With ``block_size`` equal to the loader's batch size every batch a rank evaluates is
+    exactly one of the single-process batches, which keeps the predictions identical even
+    for a model whose output for an image depends on the rest of its batch. ``block_size``
+    1 gives ``indices[rank::world_size]``. A shard may be empty (fewer blocks than ranks).
+
+    Args:
+        sampler: the single-process evaluation sampler (usually sequential).
+        block_size: indices kept together (the evaluation batch size).
+        rank, world_size: this process and the number of processes (default: the current
+            process group's).
+    """
+
+    def __init__(self, sampler, block_size=1, rank=None, world_size=None):
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        if block_size < 1:
+            raise ValueError(f"ShardedSampler: block_size must be >= 1, got {block_size}")
+        self.sampler = sampler
+        self.block_size = block_size
+
+    def _blocks(self, n):
+        starts = range(self.rank * self.block_size, n, self.world_size * self.block_size)
+        return [(start, min(start + self.block_size, n)) for start in starts]
+
+    def __iter__(self):
+        order = list(self.sampler)
+        return iter([i for start, stop in self._blocks(len(order)) for i in order[start:stop]])
+
+    def __len__(self):
+        return sum(stop - start for start, stop in self._blocks(len(self.sampler)))
+
+
 def build_sampler(
     sampler_type,
     cfg=None,
@@ -223,8 +359,10 @@ def build_sampler(
         generator: optional ``torch.Generator`` for all random draws; the default (None)
             uses torch's global RNG, which makes the order resumable from
             ``torch.get_rng_state()``.
-        distributed: hook for multi-process training (each rank would get a disjoint
-            shard); not implemented yet.
+        distributed: kept for Dassl's signature. This function builds the single-process
+            (global) order only; per-rank sampling wraps that sampler in
+            :class:`DistributedBatchSampler` or :class:`ShardedSampler`, which
+            ``build_data_loader(distributed=True)`` does. So ``True`` is refused here.
 
     Raises:
         ValueError: unknown ``sampler_type``.
@@ -232,7 +370,8 @@ def build_sampler(
     """
     if distributed:
         raise NotImplementedError(
-            f"distributed sampling is not implemented yet (sampler_type={sampler_type!r})"
+            f"build_sampler builds the global order only (sampler_type={sampler_type!r}); "
+            "distributed loaders wrap it: use build_data_loader(distributed=True)"
         )
     if sampler_type == "RandomSampler":
         return RandomSampler(data_source, generator=generator)

@@ -4,6 +4,12 @@
 The loop itself only steps; side tasks (LR schedule, checkpointing, evaluation,
 logging) hang off ``before_*``/``after_*`` hooks so subclasses override one
 concern at a time, as in Dassl.
+
+Under torchrun (a process group is initialised, see ``dassl.utils.distributed``) every
+rank runs the same loop; only rank 0 writes files (checkpoints, results.json,
+tensorboard), followed by a barrier where other ranks may read what it wrote, and
+evaluation gathers the predictions of all ranks before computing metrics. Without a
+process group none of this code runs.
 """
 import datetime
 import os
@@ -20,6 +26,7 @@ from tqdm import tqdm
 
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
+from dassl.utils import distributed as dist_utils
 from dassl.utils import (
     AverageMeter,
     MetricMeter,
@@ -27,12 +34,18 @@ from dassl.utils import (
     load_released_checkpoint,
     mkdir_if_missing,
     progress_stream,
+    remove_stale_temp_files,
     save_checkpoint,
+    set_random_seed,
     tolist_if_not,
     write_json,
 )
+from dassl.utils.faults import fault_point
 
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+# Extra key of the per-rank random streams, so they never coincide with the (seed, epoch)
+# stream of the batch order.
+_AUGMENTATION_STREAM = 1
 
 
 def capture_rng_state():
@@ -62,6 +75,13 @@ def restore_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def count_skipped_images(batch):
+    """How many items of ``batch`` replace an unreadable image (``DATALOADER.SKIP_BAD_IMAGES``;
+    0 when that is off)."""
+    skipped = batch.get("bad_images_skipped") if isinstance(batch, dict) else None
+    return 0 if skipped is None else int(torch.as_tensor(skipped).sum())
 
 
 def list_epoch_checkpoints(model_dir):
@@ -196,7 +216,16 @@ class TrainerBase:
 
         ``epoch`` is the 0-based epoch just finished; files carry ``epoch + 1``
         as in Dassl. The loop state is stored beside the first model's weights.
+
+        Under torchrun only rank 0 writes (the weights are the same on every rank), and
+        every rank then waits for it, so that a rank that reads a checkpoint next
+        (``load_model`` of the best one) finds the complete file.
         """
+        if dist_utils.is_main_process():
+            self._write_checkpoints(epoch, directory, is_best, val_result, model_name)
+        dist_utils.barrier()
+
+    def _write_checkpoints(self, epoch, directory, is_best, val_result, model_name):
         trainer_state = self.state_dict()
         for i, name in enumerate(self.get_model_names()):
             optim, sched = self._optims[name], self._scheds[name]
@@ -223,7 +252,9 @@ class TrainerBase:
         """Resume models, optimizers, schedulers and loop state from the latest
         epoch checkpoint in ``directory``; return the epoch to start from (0 if none).
         """
-        epoch = self.latest_checkpoint_epoch(directory)
+        # Under torchrun rank 0's view decides, so that all ranks resume from the same epoch
+        # (a rank that cannot read that file then fails loudly instead of diverging).
+        epoch = dist_utils.broadcast_int(self.latest_checkpoint_epoch(directory))
         if epoch == 0:
             print("No checkpoint found, train from scratch")
             return 0
@@ -288,8 +319,8 @@ class TrainerBase:
 
     # ------------------------------------------------------------- tensorboard
     def init_writer(self, log_dir):
-        """Start a TensorBoard writer when tensorboard is installed (optional)."""
-        if self._writer is not None:
+        """Start a TensorBoard writer when tensorboard is installed (optional; rank 0 only)."""
+        if self._writer is not None or not dist_utils.is_main_process():
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -386,16 +417,23 @@ class TrainerBase:
 
 
 def select_device(cfg):
-    """``cfg.DEVICE`` when set (e.g. "cpu", "cuda:1"), else CUDA if available and allowed."""
+    """``cfg.DEVICE`` when set (e.g. "cpu", "cuda:1"), else CUDA if available and allowed.
+
+    Under torchrun a CUDA device is always ``cuda:LOCAL_RANK`` (one GPU per process); an
+    explicit ``DEVICE`` still decides between CPU and CUDA.
+    """
     requested = str(cfg.get("DEVICE", "") or "")
     if requested:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"DEVICE={requested!r} was requested but CUDA is not available")
-        return device
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        return torch.device("cuda")
-    return torch.device("cpu")
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
+        device = torch.device("cuda")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and dist_utils.is_distributed():
+        device = torch.device("cuda", dist_utils.local_rank())
+    return device
 
 
 class SimpleTrainer(TrainerBase):
@@ -445,12 +483,23 @@ class SimpleTrainer(TrainerBase):
         """Rename an earlier results.json to results.json.prev, so that only a run
         that finishes marks the directory complete (sweeps skip complete runs)."""
         path = osp.join(self.output_dir, "results.json")
-        if osp.exists(path):
+        if dist_utils.is_main_process() and osp.exists(path):
             os.replace(path, path + ".prev")
             print(f"Moved the previous {path} to results.json.prev")
 
+    def remove_interrupted_writes(self):
+        """Delete the temporary files a killed run left in the output directory and the
+        model folders (see ``remove_stale_temp_files``; they are never loaded either way)."""
+        if not dist_utils.is_main_process():
+            return
+        folders = [self.output_dir] + [osp.join(self.output_dir, name) for name in self.get_model_names()]
+        removed = [path for folder in folders for path in remove_stale_temp_files(folder)]
+        if removed:
+            print(f"Removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed)}")
+
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        self.remove_interrupted_writes()
         self.start_epoch = self.resume_model_if_exist(directory)
         self.set_aside_previous_results()
         self.init_writer(osp.join(self.output_dir, "tensorboard"))
@@ -475,7 +524,7 @@ class SimpleTrainer(TrainerBase):
         self.save_model(self.epoch, self.output_dir)
         self.model_epoch = self.epoch + 1
         previous = self.epoch  # 1-based file suffix of the epoch before this one
-        if previous >= 1 and not (freq > 0 and previous % freq == 0):
+        if dist_utils.is_main_process() and previous >= 1 and not (freq > 0 and previous % freq == 0):
             for name in self.get_model_names():
                 stale = osp.join(self.output_dir, name, f"model.pth.tar-{previous}")
                 if osp.exists(stale):
@@ -516,7 +565,9 @@ class SimpleTrainer(TrainerBase):
     def test(self, split=None):
         """Evaluate on ``split`` ("val" or "test"); return the first metric.
 
-        The full metrics are kept in ``self.last_results`` for results.json.
+        The full metrics are kept in ``self.last_results`` for results.json. Under torchrun
+        each rank evaluates its shard and the evaluator then gathers every rank's
+        predictions in dataset order, so all ranks compute the metrics of the whole split.
         """
         self.set_model_mode("eval")
         self.evaluator.reset()
@@ -528,14 +579,25 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
+        distributed = dist_utils.is_distributed()
+        positions = []  # dataset index of every sample this rank evaluated (distributed only)
+        skipped = 0
         with self.evaluation_context():
             for self.batch_idx, batch in enumerate(
                 tqdm(data_loader, desc=f"eval {split}", file=progress_stream(), dynamic_ncols=True,
                      disable=progress_stream() is None, leave=False)
             ):
+                fault_point("eval_batch")
+                skipped += count_skipped_images(batch)
                 inputs, label = self.parse_batch_test(batch)
                 output = self.model_inference(inputs)
                 self.evaluator.process(output, label)
+                if distributed:
+                    positions.append(torch.as_tensor(batch["index"], dtype=torch.int64).reshape(-1))
+        if skipped:
+            print(f"DATALOADER.SKIP_BAD_IMAGES: skipped {skipped} unreadable image(s) while evaluating on {split}")
+        if distributed:
+            self.evaluator.gather_from_ranks(torch.cat(positions) if positions else torch.zeros(0, dtype=torch.int64))
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -549,7 +611,7 @@ class SimpleTrainer(TrainerBase):
         for attr, key in (("_total", "total"), ("_correct", "correct")):
             if hasattr(self.evaluator, attr):
                 metrics.setdefault(key, int(getattr(self.evaluator, attr)))
-        return {
+        summary = {
             "complete": True,
             "trainer": cfg.TRAINER.NAME,
             "dataset": cfg.DATASET.NAME,
@@ -568,14 +630,19 @@ class SimpleTrainer(TrainerBase):
             "device": str(self.device),
             "config": _cfg_to_dict(cfg),
         }
+        if dist_utils.is_distributed():
+            summary["world_size"] = dist_utils.world_size()
+        return summary
 
     def write_results(self, extra=None):
-        """Write ``results.json`` atomically; it marks the run as complete."""
+        """Write ``results.json`` atomically (rank 0 only); it marks the run as complete."""
+        path = osp.join(self.output_dir, "results.json")
+        if not dist_utils.is_main_process():
+            return path
         summary = self.results_summary()
         if extra:
             summary.update(extra)
         mkdir_if_missing(self.output_dir)
-        path = osp.join(self.output_dir, "results.json")
         write_json(summary, path)
         print(f"Results written to {path}")
         return path
@@ -604,6 +671,8 @@ class TrainerX(SimpleTrainer):
     """
 
     def run_epoch(self):
+        if dist_utils.is_distributed():
+            self.start_distributed_epoch()
         self.set_model_mode("train")
         losses = MetricMeter()
         batch_time = AverageMeter()
@@ -614,7 +683,10 @@ class TrainerX(SimpleTrainer):
         if progress_stream() is not None:
             loader = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
                           dynamic_ncols=True, file=progress_stream())
+        skipped = 0
         for self.batch_idx, batch in enumerate(loader):
+            fault_point("train_batch")
+            skipped += count_skipped_images(batch)
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)
@@ -642,7 +714,25 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+        if skipped:
+            print(f"DATALOADER.SKIP_BAD_IMAGES: skipped {skipped} unreadable image(s) in epoch {self.epoch + 1}")
 
     def parse_batch_train(self, batch):
         return (batch["img"].to(self.device), batch["label"].to(self.device),
                 batch["domain"].to(self.device))
+
+    def start_distributed_epoch(self):
+        """Before an epoch under torchrun: select the epoch's batch order and reseed this
+        rank's random streams.
+
+        The order depends only on (seed, epoch) and the random streams (augmentations,
+        worker seeds, dropout) only on (seed, epoch, rank), so a run resumed after any
+        epoch continues exactly like an uninterrupted one on every rank (the checkpoint
+        holds rank 0's RNG state only), and the ranks do not draw identical augmentations.
+        """
+        seed = dist_utils.shared_seed(self.cfg.SEED)
+        for loader in (self.train_loader_x, self.train_loader_u):
+            set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(self.epoch)
+        set_random_seed(dist_utils.derive_seed(seed, self.epoch, dist_utils.rank(), _AUGMENTATION_STREAM))

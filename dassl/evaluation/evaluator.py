@@ -6,6 +6,7 @@ from collections import OrderedDict
 import torch
 
 from dassl.utils import Registry, atomic_torch_save, check_availability
+from dassl.utils import distributed as dist_utils
 
 __all__ = [
     "EVALUATOR_REGISTRY",
@@ -44,6 +45,15 @@ class EvaluatorBase:
     def evaluate(self):
         """Print and return the metrics of everything processed since the last reset."""
         raise NotImplementedError
+
+    def gather_from_ranks(self, indices):
+        """Multi-process evaluation: replace this rank's state by the union of every rank's,
+        in dataset order, so that ``evaluate()`` then reports the whole split on each rank.
+
+        ``indices`` (1-D int64) holds the dataset position of each sample this rank
+        processed, in processing order. Collective: every rank must call it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support multi-process evaluation")
 
 
 def macro_f1_score(y_true, y_pred):
@@ -176,6 +186,24 @@ class Classification(EvaluatorBase):
         self._y_true.append(gt)
         self._y_pred.append(pred)
 
+    def gather_from_ranks(self, indices):
+        """See :meth:`EvaluatorBase.gather_from_ranks`: labels and top-1 predictions (not the
+        logits) are gathered, which is all the metrics need."""
+        y_true = torch.cat(self._y_true) if self._y_true else torch.zeros(0, dtype=torch.int64)
+        y_pred = torch.cat(self._y_pred) if self._y_pred else torch.zeros(0, dtype=torch.int64)
+        indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
+        if indices.numel() != y_true.numel():
+            raise ValueError(
+                f"gather_from_ranks got {indices.numel()} indices for {y_true.numel()} processed samples"
+            )
+        # A rank with an empty shard never saw the logits; take the column count from the others.
+        num_classes = dist_utils.all_reduce(torch.tensor([self._num_classes or 0]), op="max")
+        _, y_true, y_pred = dist_utils.gather_in_index_order(indices, y_true, y_pred)
+        self._y_true, self._y_pred = [y_true], [y_pred]
+        self._correct = int((y_pred == y_true).sum())
+        self._total = int(y_true.numel())
+        self._num_classes = int(num_classes.item()) or None
+
     def _per_class_counts(self, y_true, y_pred):
         labels = torch.unique(y_true, sorted=True)
         size = int(labels.max()) + 1
@@ -266,7 +294,7 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
 
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and dist_utils.is_main_process():
             self._save_confusion_matrix(y_true, y_pred)
 
         self.results = results

@@ -3,6 +3,7 @@ import os.path as osp
 import sys
 import time
 
+from .distributed import is_main_process
 from .tools import mkdir_if_missing
 
 __all__ = ["Logger", "setup_logger", "close_logger", "write_to_log_file", "progress_stream"]
@@ -21,7 +22,9 @@ class Logger:
         self.file = None
         if fpath is not None:
             mkdir_if_missing(osp.dirname(fpath))
-            self.file = open(fpath, "a")
+            # Line-buffered: a run killed by SIGKILL or the OOM killer still has in its log
+            # every line it printed before, which is what one reads to see where it stopped.
+            self.file = open(fpath, "a", buffering=1)
 
     def _file_is_open(self):
         return self.file is not None and not self.file.closed
@@ -78,7 +81,10 @@ def progress_stream():
 
     Bars go to the real terminal (never into log.txt): stdout if it is a terminal, else stderr, so
     that a caller filtering stdout through a pipe (scripts/quickstart.sh) still sees them.
+    Under torchrun only rank 0 shows bars; the others' would overwrite them on the same terminal.
     """
+    if not is_main_process():
+        return None
     for stream in (sys.__stdout__, sys.__stderr__):
         if stream is not None and hasattr(stream, "isatty") and stream.isatty():
             return stream

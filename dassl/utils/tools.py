@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import platform
 import random
+import re
 import sys
 import tempfile
 import warnings
@@ -19,6 +20,7 @@ __all__ = [
     "mkdir_if_missing",
     "check_isfile",
     "atomic_open",
+    "remove_stale_temp_files",
     "read_json",
     "write_json",
     "set_deterministic",
@@ -53,7 +55,8 @@ def atomic_open(fpath, mode="w"):
 
     Readers (and a run that is killed half-way) therefore see either the old file or the complete
     new one, never a partial write. The data is fsync'ed before the rename. On an exception the
-    temporary file is removed and ``fpath`` is left untouched.
+    temporary file is removed and ``fpath`` is left untouched; an ``OSError`` that names no file
+    (e.g. ENOSPC from a write) gets ``fpath`` as its ``filename``, so its message names it.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
@@ -66,10 +69,39 @@ def atomic_open(fpath, mode="w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, fpath)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
+            # A failed write or fsync (e.g. ENOSPC) does not say which file; the user needs to
+            # know. (Only for errno-style errors: str() of a message-only OSError with a
+            # filename would read "[Errno None] None: ...".)
+            error.filename = fpath
         raise
+
+
+# Names atomic_open gives its temporary files: ".<target>.<8 random chars>.tmp" (tempfile.mkstemp).
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(directory):
+    """Delete the temporary files that an interrupted ``atomic_open`` left in ``directory``.
+
+    A process killed between creating its temporary file and renaming it (SIGKILL, power loss)
+    cannot clean up. Such a file never has a real name, so nothing ever loads it; this only
+    reclaims the space. Only the directory itself is scanned (not sub-directories). Call it
+    only for a directory no other process is writing to. Returns the removed paths.
+    """
+    if not osp.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = osp.join(directory, name)
+        if _TEMP_FILE.match(name) and osp.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 def read_json(fpath):

@@ -18,6 +18,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from .faults import fault_point
 from .tools import atomic_open
 
 __all__ = [
@@ -40,9 +41,14 @@ BEST_CHECKPOINT_NAME = "model-best.pth.tar"
 
 
 def atomic_torch_save(obj, fpath):
-    """``torch.save(obj, fpath)`` through a temporary file and an atomic rename."""
+    """``torch.save(obj, fpath)`` through a temporary file and an atomic rename.
+
+    A failure (or a kill) before the rename leaves ``fpath`` as it was; the reliability tests
+    inject their checkpoint faults here (``fault_point("checkpoint_write")``).
+    """
     with atomic_open(fpath, "wb") as handle:
         torch.save(obj, handle)
+        fault_point("checkpoint_write")
 
 
 def strip_module_prefix(state_dict):

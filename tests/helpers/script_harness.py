@@ -1,8 +1,10 @@
 """Run the bash scripts under ``scripts/`` against a throw-away copy of the repo layout.
 
-``PYTHON`` is set to a fake interpreter that appends its argv and cwd to ``$FAKE_CALLS`` and
-writes ``results.json`` into ``--output-dir``, so a test sees the exact ``train.py`` command
-line a script builds and the skip-if-finished logic works as with real runs.
+``PYTHON`` is set to a fake interpreter that appends its argv, cwd and CUDA_VISIBLE_DEVICES to
+``$FAKE_CALLS`` and writes ``results.json`` into ``--output-dir``, so a test sees the exact
+``train.py`` command line a script builds and the skip-if-finished logic works as with real runs.
+With ``FAKE_FAIL`` set, a call whose ``--output-dir`` contains that text is recorded, writes no
+results and exits 3, as a crashing run would.
 """
 import json
 import os
@@ -17,9 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_PYTHON = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
-with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({{"argv": args, "cwd": os.getcwd()}}) + "\\n")
+record = {{"argv": args, "cwd": os.getcwd(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}}
+with open(os.environ["FAKE_CALLS"], "a") as f:  # one short append per call: safe from parallel runs
+    f.write(json.dumps(record) + "\\n")
 out = args[args.index("--output-dir") + 1]
+if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in out:
+    sys.exit(3)
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({{"complete": True, "metrics": {{"accuracy": 50.0}}}}, f)
@@ -63,9 +68,24 @@ def run_script(repo, script, args, env, cwd, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def recorded_calls(env):
-    """``[(argv, cwd)]`` of every fake train.py call so far, in order."""
+def recorded_records(env):
+    """Every fake train.py call so far, in order, as a dict with ``argv``, ``cwd`` and ``cuda``
+    (the call's CUDA_VISIBLE_DEVICES, None when unset)."""
     path = Path(env["FAKE_CALLS"])
     if not path.exists():
         return []
-    return [(c["argv"], c["cwd"]) for c in map(json.loads, path.read_text().splitlines())]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def recorded_calls(env):
+    """``[(argv, cwd)]`` of every fake train.py call so far, in order."""
+    return [(c["argv"], c["cwd"]) for c in recorded_records(env)]
+
+
+def run_launcher(repo, args, env, cwd, timeout=60):
+    """Run ``python repo/scripts/launch.py ARGS`` with this interpreter from ``cwd`` (created if
+    needed) and return the CompletedProcess (text mode, output captured)."""
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, str(Path(repo) / "scripts" / "launch.py"), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
