@@ -15,7 +15,11 @@ runs anywhere):
   the pair ratios in ``ratio_iqr`` (single steps vary by several percent on a shared machine;
   the two runs of a pair share its conditions);
 * ``flop_ratio``: the same ratio in floating-point operations (FlopCounterMode: exact, immune
-  to the machine's load, but blind to element-wise work);
+  to the machine's load, but blind to element-wise work), and ``written_ratio``: in tensor
+  elements written by all operations that are not views (element-wise work included);
+* ``saved_mb``/``floor_saved_mb``/``saved_ratio``: the activations autograd keeps for the
+  backward (distinct saved storages other than weights and inputs): exact, and the bulk of what
+  a step adds to memory;
 * ``peak_mem_mb``/``floor_mem_mb``: memory a step adds on top of what was allocated before it
   (CUDA: max allocated; CPU: the peak resident set, reset through /proc/self/clear_refs after
   returning freed heap pages with malloc_trim), and ``mem_ratio``;
@@ -49,7 +53,8 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -350,13 +355,63 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
-def gflop(fn):
-    """Floating-point operations of ``fn()`` in GFLOP, as counted by PyTorch's FlopCounterMode
-    (matrix products, convolutions and attention, forward and backward; element-wise work such
-    as softmax, normalisation or concatenation is not counted). Exact and independent of load."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9
+def _cpu_attention_flops(query, key, value, *args, **kwargs):
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, **kwargs):
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU one (it would count fused
+# attention as 0 FLOPs); count it as the others: both matrix products, forward and backward.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+}
+
+
+class ExactWork(TorchDispatchMode):
+    """Load-independent counts of what ``fn()`` computes and keeps, for a step and its floor.
+
+    * ``gflop``: floating-point operations as PyTorch's FlopCounterMode counts them (matrix
+      products, convolutions and attention, forward and backward; blind to element-wise work);
+    * ``written_m``: millions of tensor elements written by every operation that is not a view
+      (element-wise work, softmax, normalisation, concatenation and copies included);
+    * ``saved_mb``: the activations autograd keeps for the backward: the distinct storages the
+      forward saves, less those of ``exclude`` (model weights and buffers, the inputs).
+    """
+
+    def __init__(self, exclude=()):
+        super().__init__()
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self.written = 0
+        self.saved = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.written += sum(t.numel() for t in torch.utils._pytree.tree_leaves(out)
+                                if isinstance(t, torch.Tensor))
+        return out
+
+    def _pack(self, tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.exclude:
+            self.saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def measure(self, fn):
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as flops, \
+                torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t), self:
+            fn()
+        return {"gflop": flops.get_total_flops() / 1e9, "written_m": self.written / 1e6,
+                "saved_mb": sum(self.saved.values()) / 2 ** 20}
+
+
+def exact_work(fn, exclude=()):
+    """:class:`ExactWork` counts of one call of ``fn``."""
+    return ExactWork(exclude).measure(fn)
 
 
 def paired_times(measured, reference, pairs, warmup, device):
@@ -408,15 +463,23 @@ def measure_training(method, trainer, clip_model, args, device, memory):
             peaks.append(out["mb"])
     trainer_mem = {"mb": None if None in trainer_peaks else statistics.median(trainer_peaks)}
     floor_mem = {"mb": None if None in floor_peaks else statistics.median(floor_peaks)}
-    step_gflop, floor_gflop = gflop(trainer_step), gflop(floor_step)
+    # Exact counts; weights, buffers and inputs are not activations.
+    exclude = [*trainer.model.parameters(), *trainer.model.buffers(), images,
+               *(t for t in (floor.text_rows, floor.vision) if t is not None)]
+    step_work, floor_work = exact_work(trainer_step, exclude), exact_work(floor_step, exclude)
     row = {
         "step_s": round(step_s, 5),
         "floor_s": round(floor_s, 5),
         "ratio": round(ratio, 4),
         "ratio_iqr": ratio_iqr,
-        "step_gflop": round(step_gflop, 3),
-        "floor_gflop": round(floor_gflop, 3),
-        "flop_ratio": round(step_gflop / floor_gflop, 5),
+        "step_gflop": round(step_work["gflop"], 3),
+        "floor_gflop": round(floor_work["gflop"], 3),
+        "flop_ratio": round(step_work["gflop"] / floor_work["gflop"], 5),
+        "written_ratio": round(step_work["written_m"] / floor_work["written_m"], 5),
+        "saved_mb": round(step_work["saved_mb"], 2),
+        "floor_saved_mb": round(floor_work["saved_mb"], 2),
+        "saved_ratio": (round(step_work["saved_mb"] / floor_work["saved_mb"], 5)
+                        if floor_work["saved_mb"] else None),
         "peak_mem_mb": None if trainer_mem["mb"] is None else round(trainer_mem["mb"], 1),
         "floor_mem_mb": None if floor_mem["mb"] is None else round(floor_mem["mb"], 1),
         "mem_ratio": (round(trainer_mem["mb"] / floor_mem["mb"], 4)
@@ -455,14 +518,15 @@ def measure_evaluation(trainer, clip_model, args, device):
                 lambda: trainer.model_inference(images),
                 lambda: image_encoder_only(clip_model, images, tokens, trainer.autocast),
                 pairs, warmup, device)
-            flop_ratio = (gflop(lambda: trainer.model_inference(images))
-                          / gflop(lambda: image_encoder_only(clip_model, images, tokens, trainer.autocast)))
+            work = exact_work(lambda: trainer.model_inference(images))
+            image_work = exact_work(lambda: image_encoder_only(clip_model, images, tokens, trainer.autocast))
         finally:
             context.__exit__(None, None, None)
     return {
         "ratio": round(ratio, 4),
         "ratio_iqr": ratio_iqr,
-        "flop_ratio": round(flop_ratio, 5),
+        "flop_ratio": round(work["gflop"] / image_work["gflop"], 5),
+        "written_ratio": round(work["written_m"] / image_work["written_m"], 5),
         "batch_s": round(batch_s, 5),
         "image_only_batch_s": round(image_s, 5),
         "text_once_s": round(text_once, 5),
@@ -475,7 +539,8 @@ def measure_evaluation(trainer, clip_model, args, device):
 # ---------------------------------------------------------------------------------- main
 def markdown_table(results, methods):
     """The results as one markdown table."""
-    header = ("| method | step (s) | floor (s) | step/floor [quartiles] | FLOP step/floor | mem/floor | ckpt (MB) "
+    header = ("| method | step (s) | floor (s) | step/floor [quartiles] | FLOP step/floor | written step/floor "
+              "| saved activations step/floor | mem/floor | ckpt (MB) "
               "| official ckpt (MB) | eval/image-only 100 cls | eval/image-only 1000 cls | FLOP eval/image-only 1000 cls "
               "| images/s 1000 cls |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -490,7 +555,7 @@ def markdown_table(results, methods):
             method, fmt(tr.get("step_s"), ".3f"), fmt(tr.get("floor_s"), ".3f"),
             "n/a" if tr.get("ratio") is None else
             f"{tr['ratio']:.3f} [{tr['ratio_iqr'][0]:.3f}, {tr['ratio_iqr'][1]:.3f}]",
-            fmt(tr.get("flop_ratio"), ".4f"),
+            fmt(tr.get("flop_ratio"), ".4f"), fmt(tr.get("written_ratio"), ".4f"), fmt(tr.get("saved_ratio"), ".4f"),
             fmt(tr.get("mem_ratio"), ".3f"), fmt(tr.get("ckpt_mb"), ".3f"), fmt(tr.get("official_ckpt_mb"), ".1f"),
             fmt(ev.get("100", {}).get("ratio"), ".3f"), fmt(ev.get("1000", {}).get("ratio"), ".3f"),
             fmt(ev.get("1000", {}).get("flop_ratio"), ".4f"),

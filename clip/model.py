@@ -91,17 +91,23 @@ class ResidualAttentionBlock(nn.Module):
         ]))
         self.ln_2 = LayerNorm(d_model)
 
-    def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Apply ``ln_1`` and the fused input projection to ``x`` (N, L, D).
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``ln_1`` and the fused input projection to ``x`` (N, L, D): ``(N, L, 3 * D)``.
 
-        Returns q, k, v, each ``(N, n_head, L, head_dim)``. Works on any subset of tokens, since
-        both steps act on each token independently.
+        Acts on each token independently, so it works on any subset of tokens, and rows of the
+        result may be replaced (in place) by the projection of other tokens.
         """
-        batch, length, _ = x.shape
-        projected = F.linear(self.ln_1(x), self.attn.in_proj_weight, self.attn.in_proj_bias)
-        projected = projected.view(batch, length, 3, self.n_head, self.head_dim)
-        q, k, v = projected.permute(2, 0, 3, 1, 4).unbind(0)
+        return F.linear(self.ln_1(x), self.attn.in_proj_weight, self.attn.in_proj_bias)
+
+    def split_heads(self, projected: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v views of a :meth:`project` output, each ``(N, n_head, L, head_dim)``."""
+        batch, length, _ = projected.shape
+        q, k, v = projected.view(batch, length, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
+
+    def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``split_heads(project(x))``: q, k, v of ``x`` (N, L, D), each ``(N, n_head, L, head_dim)``."""
+        return self.split_heads(self.project(x))
 
     def finish(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                v: torch.Tensor) -> torch.Tensor:

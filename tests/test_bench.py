@@ -73,6 +73,19 @@ def test_coop_floor_computes_the_trainers_loss(tiny_clip):
     assert summary["loss"] == pytest.approx(floor_loss, rel=1e-5)
 
 
+def test_exact_work_counts_fused_cpu_attention_and_saved_activations():
+    q = torch.randn(2, 3, 16, 8, requires_grad=True)
+    forward = bench.exact_work(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    # both matrix products of the fused CPU kernel (FlopCounterMode alone counts 0 for it)
+    assert forward["gflop"] * 1e9 == 2 * (2 * 2 * 3 * 16 * 16 * 8)
+    x = torch.randn(1000, requires_grad=True)
+    # exp saves its output (1000 floats); the product by a constant saves nothing; x is excluded
+    work = bench.exact_work(lambda: (x * 2).exp().sum().backward(), exclude=[x])
+    assert work["saved_mb"] == pytest.approx(1000 * 4 / 2 ** 20)
+    # written: x * 2, exp, sum (1) forward; backward: ones, exp grad, mul grad
+    assert work["written_m"] * 1e6 >= 2 * 1000 + 1
+
+
 def test_class_names_are_distinct():
     names = bench.class_names(1000)
     assert len(set(names)) == 1000 and all(1 <= len(n.split()) - 1 <= 3 for n in names)
@@ -109,6 +122,14 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
     for method in ("coop", "cocoop", "vpt", "language-prompting", "independent-vlp"):
         assert flops[method] == 1.0, (method, flops[method])
     assert 1.0 < flops["maple"] < 1.01 and 1.0 < flops["bloom"] < 1.01 and 1.0 < flops["bmip"] < 1.05
+    # Activations kept for the backward (exact): the floor's wherever prompts are only spliced
+    # or appended (up to a few bytes of the loss: its target index); a few small prompt-side
+    # tensors more for BMIP and Bloom.
+    saved = {m: row["saved_ratio"] for m, row in result["trainers"].items()}
+    for method in ("coop", "cocoop", "vpt", "language-prompting", "independent-vlp", "maple"):
+        assert 1.0 <= saved[method] <= 1.00002, (method, saved[method])
+    assert 1.0 < saved["bmip"] < 1.01 and 1.0 < saved["bloom"] < 1.01
+    assert all(row["written_ratio"] > 0.99 for row in result["trainers"].values())
     for method, ratios in result["eval"].items():
         assert set(ratios) == {"10", "100"} and all(r > 0 for r in ratios.values())
         lower, upper = result["eval_detail"][method]["10"]["ratio_iqr"]

@@ -240,14 +240,27 @@ def test_shared_visual_prompt_modes(clip_model):
     torch.testing.assert_close(alias.compound_prompts_visual[0].detach(), start - 0.1 * sum(grads))
 
 
-def test_one_attention_per_block_and_no_attention_weights_on_the_normal_path(clip_model, monkeypatch):
+def test_one_attention_per_block_and_fused_read_outs_only(clip_model, monkeypatch):
     learner = BMIPPromptLearner(bmip_cfg(), CLASSNAMES, clip_model)
     calls = []
     real = F.scaled_dot_product_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def spy(q, k, v, *args, **kwargs):
+        calls.append((q.shape[2], k.shape[2], v.shape[-1], kwargs.get("need_weights")))
+        return real(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     with torch.no_grad():
         PromptedCLIP(clip_model, learner)(images(2, seed=9))
-    assert len(calls) == 24  # 12 vision + 12 text blocks, each attends exactly once
+    head_dim = clip_model.visual.transformer.resblocks[0].head_dim
+    full = [c for c in calls if c[0] == c[1]]
+    read_outs = [c for c in calls if c[0] != c[1]]
+    # 12 vision + 12 text blocks attend once each over their whole sequence ...
+    assert len(full) == 24
+    # ... and the 8 deep vision layers read the attention their old prompts receive with one
+    # fused call over the non-prompt queries (official text weight: no attention needed)
+    n_vision = clip_model.visual.positional_embedding.shape[0] + 2
+    assert read_outs == [(n_vision - 2, n_vision, head_dim, None)] * 8
 
 
 def test_official_checkpoint_keys_map_to_ours(clip_model):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from dassl.config import get_cfg_default
 from dassl.data import DataManager, DatasetWrapper, build_data_loader
@@ -16,7 +15,7 @@ from dassl.data.samplers import (
     SeqDomainSampler,
     build_sampler,
 )
-from dassl.data.transforms import build_transform
+from dassl.data.transforms import InterpolationMode, build_transform
 from dassl.data.transforms.transforms import Cutout
 
 SIZE = 16

@@ -16,6 +16,7 @@ import re
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
@@ -35,23 +36,27 @@ def attention_to_prompts(q, k, n_prompts, where, eot_indices=None):
 
     vision (prompts are the last ``n_prompts`` tokens): averaged over the
     non-prompt query tokens. text (prompts at positions 1..P): averaged over the
-    query tokens after the prompts up to each sequence's EOT. Only the rows that
-    are needed are scored; no value product, no gradient.
+    query tokens after the prompts up to each sequence's EOT. No gradient.
+
+    The probabilities come out of the fused attention kernel: with one-hot value
+    vectors for the prompt keys (and zeros elsewhere) the attention output of a
+    query is exactly the probability it gives each prompt key. No (L x L) score
+    matrix is written, and the softmax normaliser still spans all keys.
     """
     with torch.no_grad():
-        scale = q.shape[-1] ** -0.5
-        length = k.shape[2]
+        batch, heads, length, head_dim = k.shape
+        first = length - n_prompts if where == "vision" else 1
+        # value width = the head width, so the kernel stays on its fused path
+        values = q.new_zeros(length, max(head_dim, n_prompts))
+        values[first:first + n_prompts, :n_prompts] = torch.eye(n_prompts, dtype=q.dtype, device=q.device)
+        values = values.expand(batch, heads, -1, -1)
         if where == "vision":
-            rows = q[:, :, :length - n_prompts]
-            probs = (rows @ k.transpose(-1, -2) * scale).float().softmax(dim=-1)
-            return probs[..., length - n_prompts:].mean(dim=(1, 2))
-        first = 1 + n_prompts
-        rows = q[:, :, first:]
-        scores = (rows @ k.transpose(-1, -2) * scale).float()
-        query_pos = torch.arange(first, length, device=q.device)
-        key_pos = torch.arange(length, device=q.device)
-        scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], float("-inf"))  # causal
-        probs = scores.softmax(dim=-1)[..., 1:first].mean(dim=1)  # (N, rows, P), heads averaged
+            probs = F.scaled_dot_product_attention(q[:, :, :first], k, values)[..., :n_prompts]
+            return probs.float().mean(dim=(1, 2))
+        after = first + n_prompts
+        probs = F.scaled_dot_product_attention(q, k, values, is_causal=True)[:, :, after:, :n_prompts]
+        probs = probs.float().mean(dim=1)  # (N, rows, P), heads averaged
+        query_pos = torch.arange(after, length, device=q.device)
         valid = (query_pos[None, :] <= eot_indices[:, None]).float()  # rows up to each EOT
         return (probs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
 
@@ -95,7 +100,8 @@ class AttentionWeightedHook:
             w = torch.sigmoid(self.gate(j, None)).expand(p)
             self.record(j, w, p)
             return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where))
-        q, k, v = block.qkv(x)
+        projected = block.project(x)
+        q, k, _ = block.split_heads(projected)
         att = attention_to_prompts(q, k, p, self.where, self.eot_indices).to(local.dtype)  # (N, P)
         if self.weight_mode == "batch_mean":  # official: one weight per prompt token for the whole batch
             if self.mean_across_ranks:
@@ -108,10 +114,11 @@ class AttentionWeightedHook:
         prompts = w * local + (1 - w) * foreign  # (P, D) or (N, P, D)
         x = splice_prompts(x, prompts, self.where)
         rows = self.prompt_slice(x, p)
-        q_new, k_new, v_new = block.qkv(x[:, rows])
-        q, k, v = (torch.cat([t[:, :, :rows.start], new, t[:, :, rows.stop:]], dim=2)
-                   for t, new in ((q, q_new), (k, k_new), (v, v_new)))
-        return block.finish(x, q, k, v)
+        # Only the prompt rows change: project just them (from a copy, since a view would make
+        # ln_1 keep all of the spliced x alive for the backward) and write them over the old
+        # rows in place, so no full-size q, k, v is assembled in the forward or the backward.
+        projected[:, rows] = block.project(x[:, rows].clone())
+        return block.finish(x, *block.split_heads(projected))
 
 
 class Gates(nn.Module):

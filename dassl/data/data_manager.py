@@ -25,7 +25,6 @@ Evaluation loaders give each rank whole batches of the single-process loader, di
 (``samplers.ShardedSampler``).
 """
 import torch
-import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
@@ -35,6 +34,7 @@ from dassl.utils import read_image
 
 from .samplers import DistributedBatchSampler, ShardedSampler, build_sampler
 from .transforms import build_transform, input_size_from_cfg, interpolation_mode_from_cfg
+from .transforms.pil_transforms import Compose, Normalize, Resize, ToTensor
 
 
 def build_data_loader(
@@ -321,12 +321,12 @@ class DatasetWrapper(TorchDataset):
             )
 
         steps = [
-            T.Resize(input_size_from_cfg(cfg), interpolation=interpolation_mode_from_cfg(cfg)),
-            T.ToTensor(),
+            Resize(input_size_from_cfg(cfg), interpolation=interpolation_mode_from_cfg(cfg)),
+            ToTensor(),
         ]
         if "normalize" in cfg.INPUT.TRANSFORMS:
-            steps.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
-        self.to_tensor = T.Compose(steps)
+            steps.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
+        self.to_tensor = Compose(steps)
 
     def __len__(self):
         return len(self.data_source)
