@@ -8,7 +8,8 @@
   and the generated EuroSAT, deterministic transforms, the same global batch: the same
   results.json metrics and allclose checkpoints (CoOp; BMIP with batch_mean weights and a last partial batch
   split 3 + 2), one log written by rank 0, resume under torchrun from a one-process
-  checkpoint, and the batch-size divisibility error (slow). The five launches run
+  checkpoint, unreadable images skipped and counted over both processes, and the batch-size
+  divisibility error (slow). The five launches run
   concurrently to keep the file short on a small machine.
 """
 import json
@@ -204,9 +205,18 @@ def base_args(root, clip_path, out, trainer):
 
 
 # 30 test images in batches of 8: rank 0 evaluates batches 1 and 3, rank 1 batches 2 and 4.
+# Two test images (one in batch 1, one in batch 2) and the training images of the first class are
+# unreadable and skipped.
 COOP_OPTS = ["DATASET.NUM_SHOTS", 4, "TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32",
              "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "TRAIN.CHECKPOINT_FREQ", 1, "TEST.OPENWORLD_METRICS", True,
-             "DATALOADER.TEST.BATCH_SIZE", 8]
+             "DATALOADER.TEST.BATCH_SIZE", 8, "DATALOADER.SKIP_BAD_IMAGES", True]
+
+
+def damaged_images(root):
+    """Image paths (relative to the EuroSAT image folder) the CoOp runs find unreadable."""
+    split = json.loads(Path(root, "eurosat", "split_zhou_EuroSAT.json").read_text())
+    first_class = split["train"][0][1]
+    return [rel for rel, label, _ in split["train"] if label == first_class] + [split["test"][0][0], split["test"][9][0]]
 # 5 training images (base classes, 1 shot) < global batch 6: one partial batch, split 3 + 2.
 # Its 15 test images fit one evaluation batch of 50: rank 1's shard is empty. BMIP's official
 # batch_mean weights average attention over the whole global batch (an all-reduce under torchrun).
@@ -252,7 +262,12 @@ def launches(tmp_path_factory, eurosat_root, tiny_clip_path):
     """All torchrun runs of this file, started together; the resumed run starts once the
     one-process CoOp run has left its epoch-1 checkpoint."""
     workdir = tmp_path_factory.mktemp("torchrun")
-    coop = lambda name: base_args(eurosat_root, tiny_clip_path, str(workdir / name), "CoOp")  # noqa: E731
+    # The CoOp runs read a copy with unreadable images (DATALOADER.SKIP_BAD_IMAGES in COOP_OPTS).
+    damaged_root = str(workdir / "data")
+    shutil.copytree(eurosat_root, damaged_root)
+    for rel in damaged_images(damaged_root):
+        Path(damaged_root, "eurosat", "2750", rel).write_bytes(b"not a jpeg")
+    coop = lambda name: base_args(damaged_root, tiny_clip_path, str(workdir / name), "CoOp")  # noqa: E731
     bmip = lambda name: base_args(eurosat_root, tiny_clip_path, str(workdir / name), "BMIP")  # noqa: E731
     deadline = time.time() + RUN_TIMEOUT
     runs = {"coop1": Launch(workdir, "coop1", 1, coop("coop1") + COOP_OPTS)}
@@ -308,6 +323,21 @@ def test_coop_one_and_two_processes_train_the_same(launches):
 
 
 @pytest.mark.slow
+def test_skipped_images_are_counted_over_all_processes(launches):
+    """Each process reads its share of the unreadable images; the log counts all of them, and the
+    metrics leave the unreadable test images out (28 of 30), as in one process."""
+    def skip_lines(launch):
+        return [line for line in launch.stdout.splitlines() if "DATALOADER.SKIP_BAD_IMAGES: skipped" in line]
+
+    one, two = skip_lines(launches["coop1"].ok()), skip_lines(launches["coop2"].ok())
+    assert one == two
+    assert "DATALOADER.SKIP_BAD_IMAGES: skipped 2 unreadable image(s) while evaluating on test; " \
+           "the metrics leave them out" in two
+    assert any(" in epoch " in line for line in two)
+    assert results(launches["coop2"])["metrics"]["total"] == 28
+
+
+@pytest.mark.slow
 def test_bmip_batch_mean_with_a_partial_batch_split_unevenly_trains_the_same(launches):
     assert_same_training(launches["bmip1"], launches["bmip2"])
     assert "Deploy the model with the best val performance" in launches["bmip2"].stdout
@@ -320,6 +350,8 @@ def log_lines(launch):
     return Counter(
         "".join("N" if ch.isdigit() else ch for ch in line) for line in text.splitlines()
         if "few-shot selection" not in line and not line.startswith("Sampling ")
+        # each process warns about the unreadable images it meets; only rank 0's lines are logged
+        and not line.startswith("Warning: cannot read image")
     )
 
 

@@ -219,3 +219,25 @@ def test_parameter_counts_at_vit_b16_shape(vit_b16_shaped):
     # CoOp, 16 generic context vectors
     from trainers.coop import CoOpPromptLearner
     assert n_params(CoOpPromptLearner(make_cfg(COOP={"N_CTX": 16}), CLASSNAMES, m)) == 8_192
+
+
+@pytest.mark.parametrize("where", ["text", "vision"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_splice_overwrites_in_place_only_without_gradients(where, per_sample):
+    from trainers.prompting import splice_prompts
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 9, 4)
+    prompts = torch.randn(3, 2, 4) if per_sample else torch.randn(2, 4)
+    rows = slice(1, 3) if where == "text" else slice(7, 9)
+    expected = x.clone()
+    expected[:, rows] = prompts
+    with torch.enable_grad():  # training: a new tensor, x untouched, gradient reaches the prompts
+        leaf = prompts.clone().requires_grad_(True)
+        built = splice_prompts(x, leaf, where)
+        assert built is not x and torch.equal(built, expected) and not torch.equal(x, expected)
+        built.sum().backward()
+        assert torch.equal(leaf.grad, torch.full_like(leaf, 3.0 if not per_sample else 1.0))
+    with torch.no_grad():  # evaluation: the rows of x are overwritten, no copy of the sequence
+        assert splice_prompts(x, prompts, where) is x
+    assert torch.equal(x, expected)

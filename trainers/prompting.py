@@ -116,9 +116,18 @@ class DeepPromptHook:
 
 
 def splice_prompts(x, prompts, where):
-    """Replace the prompt positions of ``x`` (N, L, D) by ``prompts`` ((P, D) or (N, P, D))."""
+    """Replace the prompt positions of ``x`` (N, L, D) by ``prompts`` ((P, D) or (N, P, D)).
+
+    With gradients off (evaluation) the rows of ``x`` are overwritten in place, which the layer
+    hooks may do since ``x`` is the previous block's fresh output; otherwise a new tensor is
+    built (a concatenation, whose backward costs no copy).
+    """
     p = prompts.shape[-2]
     if p == 0:
+        return x
+    if not torch.is_grad_enabled():
+        target = x[:, 1:1 + p] if where == "text" else x[:, x.shape[1] - p:]
+        target.copy_(prompts.expand_as(target))
         return x
     if prompts.dim() == 2:
         prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)

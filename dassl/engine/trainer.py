@@ -77,11 +77,18 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def count_skipped_images(batch):
-    """How many items of ``batch`` replace an unreadable image (``DATALOADER.SKIP_BAD_IMAGES``;
-    0 when that is off)."""
-    skipped = batch.get("bad_images_skipped") if isinstance(batch, dict) else None
-    return 0 if skipped is None else int(torch.as_tensor(skipped).sum())
+def replacement_mask(batch):
+    """Bool tensor marking the items of ``batch`` that stand in for an unreadable image
+    (``DATALOADER.SKIP_BAD_IMAGES``), or None when that option is off."""
+    flags = batch.get("bad_images_skipped") if isinstance(batch, dict) else None
+    return None if flags is None else torch.as_tensor(flags).reshape(-1).bool()
+
+
+def total_skipped(count):
+    """``count`` summed over all processes (one all-reduce under torchrun)."""
+    if dist_utils.is_distributed():
+        return int(dist_utils.all_reduce(torch.tensor([count], dtype=torch.int64)).item())
+    return count
 
 
 def list_epoch_checkpoints(model_dir):
@@ -588,14 +595,26 @@ class SimpleTrainer(TrainerBase):
                      disable=progress_stream() is None, leave=False)
             ):
                 fault_point("eval_batch")
-                skipped += count_skipped_images(batch)
                 inputs, label = self.parse_batch_test(batch)
+                index = torch.as_tensor(batch["index"], dtype=torch.int64).reshape(-1)
+                replaced = replacement_mask(batch)
+                if replaced is not None and replaced.any():
+                    # A stand-in for an unreadable image is the next readable item, which is
+                    # evaluated in its own place too: leave it out so that each readable image
+                    # counts once and the unreadable ones not at all.
+                    skipped += int(replaced.sum())
+                    keep = ~replaced
+                    if not keep.any():
+                        continue
+                    inputs, label, index = inputs[keep.to(inputs.device)], label[keep.to(label.device)], index[keep]
                 output = self.model_inference(inputs)
                 self.evaluator.process(output, label)
                 if distributed:
-                    positions.append(torch.as_tensor(batch["index"], dtype=torch.int64).reshape(-1))
+                    positions.append(index)
+        skipped = total_skipped(skipped)
         if skipped:
-            print(f"DATALOADER.SKIP_BAD_IMAGES: skipped {skipped} unreadable image(s) while evaluating on {split}")
+            print(f"DATALOADER.SKIP_BAD_IMAGES: skipped {skipped} unreadable image(s) while evaluating on {split}; "
+                  f"the metrics leave them out")
         if distributed:
             self.evaluator.gather_from_ranks(torch.cat(positions) if positions else torch.zeros(0, dtype=torch.int64))
         results = self.evaluator.evaluate()
@@ -686,7 +705,9 @@ class TrainerX(SimpleTrainer):
         skipped = 0
         for self.batch_idx, batch in enumerate(loader):
             fault_point("train_batch")
-            skipped += count_skipped_images(batch)
+            replaced = replacement_mask(batch)
+            if replaced is not None:
+                skipped += int(replaced.sum())
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)
@@ -714,6 +735,7 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+        skipped = total_skipped(skipped)
         if skipped:
             print(f"DATALOADER.SKIP_BAD_IMAGES: skipped {skipped} unreadable image(s) in epoch {self.epoch + 1}")
 
