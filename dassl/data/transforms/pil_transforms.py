@@ -335,6 +335,20 @@ class Normalize:
     def __init__(self, mean, std):
         self.mean = mean
         self.std = std
+        if (torch.as_tensor(std, dtype=torch.get_default_dtype()) == 0).any():
+            raise ValueError(f"Normalize: std {std} has a zero")
+        self._stats = {}  # (dtype, device) -> (mean, std) shaped for broadcasting, built once
+
+    def _stats_for(self, tensor):
+        key = (tensor.dtype, tensor.device)
+        if key not in self._stats:
+            mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
+            std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
+            if (std == 0).any():
+                raise ValueError(f"Normalize: std {self.std} has a zero (in {tensor.dtype})")
+            self._stats[key] = (mean.view(-1, 1, 1) if mean.ndim == 1 else mean,
+                                std.view(-1, 1, 1) if std.ndim == 1 else std)
+        return self._stats[key]
 
     def __call__(self, tensor):
         if not isinstance(tensor, torch.Tensor):
@@ -344,14 +358,7 @@ class Normalize:
             raise TypeError(f"Normalize expects a float tensor, got {tensor.dtype}")
         if tensor.ndim < 3:
             raise ValueError(f"Normalize expects a (..., C, H, W) tensor, got shape {tuple(tensor.shape)}")
-        mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
-        std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
-        if (std == 0).any():
-            raise ValueError(f"Normalize: std {self.std} has a zero (in {tensor.dtype})")
-        if mean.ndim == 1:
-            mean = mean.view(-1, 1, 1)
-        if std.ndim == 1:
-            std = std.view(-1, 1, 1)
+        mean, std = self._stats_for(tensor)
         # Subtract, then divide (not multiply by 1/std): the same rounding as torchvision.
         return tensor.sub(mean).div(std)
 
