@@ -1,8 +1,10 @@
 """Turn run directories into mean +- std over seeds (CoOp's parse_test_res.py, same CLI).
 
 A run directory is what one ``train.py`` call writes. Its metric is read from
-``results.json`` when that file exists and is complete, otherwise from ``log.txt``
-(the last ``* accuracy: X%`` line after the end-of-training marker).
+``results.json`` (the exact value) when that file has it, otherwise from ``log.txt`` (the last
+``* accuracy: X%`` line after the end-of-training marker, as printed: one decimal). A
+results.json that cannot be read or parsed is replaced by log.txt when there is one (with a
+warning naming the file); one marked ``"complete": false`` is an incomplete run, log or not.
 
     output/my_experiment/          python parse_test_res.py output/my_experiment
         seed1/ results.json        python parse_test_res.py output/my_experiment --ci95
@@ -14,7 +16,18 @@ A run directory is what one ``train.py`` call writes. Its metric is read from
 
 ``--test-log`` is for eval-only runs, whose logs have no "Finish training" line.
 A directory that itself holds results.json or log.txt (e.g. a zero-shot run) is one run.
-Missing or unreadable runs are reported on stderr and left out; they never count as zero.
+Missing or unreadable runs are named on stderr (one warning per run) and left out; they never
+count as zero. The summary line is CoOp's, ``* accuracy: 71.23% +- 0.45%``, followed by
+``(2 of 3 runs)`` when only 2 of the 3 run directories found have a value.
+
+Precision: a mean never mixes exact results.json values with the log's rounded ones. When some
+runs of a mean have only a log.txt value, every value of that mean is rounded as Dassl prints
+it (``f"{value:.1f}"``, the log's decimals), i.e. to exactly what that run's log.txt shows, and
+a NOTE on stderr says so once for that mean. So 71.2345 (results.json) and 71.2 (log.txt) give
+a std of 0, not 0.017.
+
+``--strict`` (both modes): after printing everything, exit with status 1 and a one-line count
+when any expected run is missing or incomplete; without it such runs only cause warnings.
 
 The two building blocks, ``collect_results`` ({run_dir: {metric: value}}) and
 ``aggregate_over_seeds`` ({metric: SeedSummary}), are importable for table builders.
@@ -36,6 +49,14 @@ tables the papers print::
 Cells are means over the seeds found anywhere in the table (or ``--seeds``); a missing or
 incomplete run is named on stderr and a cell without any run is a gap ("-"), never a zero.
 An average over datasets is a gap as soon as one of its datasets is.
+
+A cell averaged over fewer runs than the table expects is footnoted, one footnote per distinct
+``N of M runs``: markdown ``70.62¹`` with ``¹ 2 of 3 runs`` under the table, LaTeX
+``70.62$^{1}$`` with ``$^{1}$ 2 of 3 runs`` lines after the tabular. CSV keeps every cell a
+plain number and appends, after a blank line, ``#`` comment lines naming each such cell by its
+row and column (``# DTD, CoOp/vit_b16 New: 2 of 3 runs``); skip them as comments (pandas:
+``comment="#"``). Derived cells (averages over datasets, HM of Base and New) carry no marker:
+the cells they are computed from do.
 """
 import argparse
 import csv
@@ -63,22 +84,62 @@ class SeedSummary:
     """Mean and spread of one metric over the runs (seeds) of an experiment.
 
     ``spread`` is the population std (CoOp's ``np.std``) or, with ``ci95``, the
-    half-width 1.96 * std / sqrt(n) of the 95% confidence interval.
+    half-width 1.96 * std / sqrt(n) of the 95% confidence interval. ``values`` are the
+    numbers the mean is taken over (see :func:`at_common_precision`); ``expected_runs``
+    is how many runs the experiment has (None when unknown).
     """
 
     mean: float
     spread: float
     values: List[float] = field(default_factory=list)
+    expected_runs: Optional[int] = None
 
     @property
     def num_runs(self) -> int:
         """How many runs the summary is computed from."""
         return len(self.values)
 
+    def runs_note(self) -> str:
+        """``" (N of M runs)"`` when runs were left out, else "" (CoOp's line unchanged)."""
+        if self.expected_runs is None or self.num_runs >= self.expected_runs:
+            return ""
+        return f" ({self.num_runs} of {self.expected_runs} runs)"
+
+
+@dataclass
+class RunTally:
+    """Expected runs and the ones left out (missing, unreadable or incomplete), for ``--strict``."""
+
+    expected: int = 0
+    skipped: List[str] = field(default_factory=list)
+
+
+class LoggedValue(float):
+    """A metric read from log.txt: the float Dassl printed, remembering how many decimals it had.
+
+    results.json holds the exact value; log.txt only ``f"{value:.1f}"``. The decimals let a
+    mean over runs from both files put every value at the log's precision (at_common_precision).
+    """
+
+    decimals: int
+
+    def __new__(cls, text: str) -> float:
+        match = re.fullmatch(r"[+-]?\d*(?:\.(\d*))?", text)
+        if not match:  # an exponent: no fixed number of decimals, keep it as a plain float
+            return float(text)
+        value = super().__new__(cls, text)
+        value.decimals = len(match.group(1) or "")
+        return value
+
 
 def warn(message: str) -> None:
     """Report a skipped run on stderr, so stdout keeps only results."""
     print(f"WARNING: {message}", file=sys.stderr)
+
+
+def note(message: str) -> None:
+    """Say on stderr how a number was computed, when that is not the obvious way."""
+    print(f"NOTE: {message}", file=sys.stderr)
 
 
 def end_signal_for(test_log: bool) -> str:
@@ -111,38 +172,37 @@ def is_run_dir(directory: str) -> bool:
     return osp.isfile(osp.join(directory, RESULTS_FILE)) or osp.isfile(osp.join(directory, LOG_FILE))
 
 
-def read_results_json(path: str, keywords: Sequence[str]) -> Optional[Dict[str, float]]:
-    """Metrics ``keywords`` from a results.json file.
+def read_results_json(path: str, keywords: Sequence[str]) -> Tuple[Optional[Dict[str, float]], List[str], bool]:
+    """``(metrics, problems, readable)`` of a results.json file, printing nothing.
 
-    Returns None (after a warning) when the file is unreadable or marked incomplete,
-    and a dict without the keywords the file does not hold.
+    ``metrics`` holds the ``keywords`` the file has as numbers (exact values), or is None when
+    the file cannot be used: ``readable`` False when it cannot be read or parsed (log.txt may
+    stand in for it), True when it is marked ``"complete": false`` (an unfinished run, which
+    no log stands in for). ``problems`` says what is wrong, one text per problem.
     """
     try:
         with open(path, "r") as f:
             content = json.load(f)
     except (OSError, ValueError) as error:
-        warn(f"cannot read {path}: {error}")
-        return None
+        return None, [f"cannot read {path}: {error}"], False
+    if isinstance(content, dict) and content.get("complete") is False:
+        return None, [f"{path} is marked incomplete (the run did not finish)"], True
     if not isinstance(content, dict) or not isinstance(content.get("metrics"), dict):
-        warn(f"{path} has no 'metrics' object")
-        return None
-    if content.get("complete") is False:
-        warn(f"{path} is marked incomplete (the run did not finish)")
-        return None
-    metrics = {}
+        return None, [f"{path} has no 'metrics' object"], False
+    metrics, problems = {}, []
     for keyword in keywords:
         value = content["metrics"].get(keyword)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            warn(f"{path}: metrics.{keyword} is not a number: {value!r}")
+            problems.append(f"{path}: metrics.{keyword} is not a number: {value!r}")
             continue
         metrics[keyword] = float(value)
-    return metrics
+    return metrics, problems, True
 
 
 def read_log_metrics(path: str, keywords: Sequence[str], end_signal: str) -> Dict[str, float]:
-    """Metrics ``keywords`` from a Dassl log.txt.
+    """Metrics ``keywords`` from a Dassl log.txt, as printed (``LoggedValue``, e.g. 1 decimal).
 
     Only lines after the first ``end_signal`` line count, and for each keyword the
     last matching ``* keyword: X%`` line wins (the final test follows any validation).
@@ -160,40 +220,116 @@ def read_log_metrics(path: str, keywords: Sequence[str], end_signal: str) -> Dic
             for keyword, pattern in patterns.items():
                 match = pattern.search(line)
                 if match:
-                    metrics[keyword] = float(match.group(1))
+                    try:
+                        metrics[keyword] = LoggedValue(match.group(1))
+                    except ValueError:  # e.g. "1.2.3": not a number, keep the previous line's
+                        pass
     return metrics
 
 
-def read_run(run_dir: str, keywords: Sequence[str], end_signal: str):
-    """Metrics of one run dir and the file they came from, or (None, None) after a warning.
+@dataclass
+class RunValues:
+    """What one run dir gave: ``values`` {metric: value}, ``sources`` {metric: file read}.
 
-    results.json is preferred; log.txt is used when results.json is absent or lacks
-    a requested keyword (e.g. a metric only printed in the log).
+    ``problem`` is the one warning printed about the run (None when every metric was found).
+    """
+
+    run_dir: str
+    values: Dict[str, float] = field(default_factory=dict)
+    sources: Dict[str, str] = field(default_factory=dict)
+    problem: Optional[str] = None
+
+
+def read_run_values(run_dir: str, keywords: Sequence[str], end_signal: str) -> RunValues:
+    """Metrics ``keywords`` of one run dir, with at most one warning naming the run.
+
+    Each metric comes from results.json when the file has it (exact value), otherwise from
+    log.txt (as printed). A results.json that cannot be read or parsed is replaced by log.txt
+    when there is one (with a warning naming the file); one marked ``"complete": false`` is an
+    incomplete run whatever its log says.
     """
     json_path = osp.join(run_dir, RESULTS_FILE)
     log_path = osp.join(run_dir, LOG_FILE)
     has_json, has_log = osp.isfile(json_path), osp.isfile(log_path)
+    run = RunValues(run_dir)
     if not has_json and not has_log:
-        warn(f"no {RESULTS_FILE} or {LOG_FILE} in {run_dir}: run missing or not started")
-        return None, None
+        run.problem = f"no {RESULTS_FILE} or {LOG_FILE} in {run_dir}: run missing or not started"
+        warn(run.problem)
+        return run
 
+    problems: List[str] = []
+    replaced = False  # results.json unreadable, log.txt read instead
     if has_json:
-        metrics = read_results_json(json_path, keywords)
-        if metrics is None:
-            return None, None
-        if all(keyword in metrics for keyword in keywords):
-            return metrics, json_path
-        if not has_log:
-            missing = [keyword for keyword in keywords if keyword not in metrics]
-            warn(f"{json_path} has no metric {', '.join(missing)} and there is no {LOG_FILE}")
-            return None, None
+        metrics, problems, readable = read_results_json(json_path, keywords)
+        if metrics is None and (readable or not has_log):
+            run.problem = "; ".join(problems)
+            warn(run.problem)
+            return run
+        replaced = metrics is None
+        for keyword, value in (metrics or {}).items():
+            run.values[keyword], run.sources[keyword] = value, json_path
 
-    metrics = read_log_metrics(log_path, keywords, end_signal)
-    if not metrics:
-        lines = " / ".join(f"'* {keyword}: X%'" for keyword in keywords)
-        warn(f"no {lines} line after '{end_signal}' in {log_path}")
+    missing = [keyword for keyword in keywords if keyword not in run.values]
+    if missing and not has_log:
+        problems.append(f"{json_path} has no metric {', '.join(missing)} and there is no {LOG_FILE}")
+    elif missing:
+        for keyword, value in read_log_metrics(log_path, missing, end_signal).items():
+            run.values[keyword], run.sources[keyword] = value, log_path
+        absent = [keyword for keyword in missing if keyword not in run.values]
+        if absent:
+            lines = " / ".join(f"'* {keyword}: X%'" for keyword in absent)
+            problems.append(f"no {lines} line after '{end_signal}' in {log_path}")
+        elif replaced:
+            problems.append(f"read {log_path} instead")
+    if problems:
+        run.problem = "; ".join(problems)
+        warn(run.problem)
+    return run
+
+
+def read_run(run_dir: str, keywords: Sequence[str], end_signal: str):
+    """``(metrics, source)`` of one run dir, or (None, None) when it has none of ``keywords``.
+
+    ``source`` is the file the first metric came from; see :func:`read_run_values`.
+    """
+    run = read_run_values(run_dir, keywords, end_signal)
+    if not run.values:
         return None, None
-    return metrics, log_path
+    return run.values, next(iter(run.sources.values()))
+
+
+@dataclass
+class ExperimentRuns:
+    """The runs of one experiment dir: every run dir, the values read and the runs skipped."""
+
+    run_dirs: List[str]
+    results: "OrderedDict[str, Dict[str, float]]"
+    sources: Dict[str, Dict[str, str]]
+    skipped: List[str]
+
+
+def read_experiment(
+    directory: str, keywords: Sequence[str] = ("accuracy",), end_signal: str = TRAIN_END_SIGNAL
+) -> ExperimentRuns:
+    """Every run of ``directory`` (its non-hidden subdirectories, or itself when it is a run).
+
+    A run lacking any of ``keywords`` is in ``skipped`` (after its warning); the metrics it has
+    are still in ``results``.
+    """
+    if not osp.isdir(directory):
+        raise FileNotFoundError(f"directory not found: {directory}")
+    run_dirs = [directory] if is_run_dir(directory) else list_subdirs(directory)
+    if not run_dirs:
+        warn(f"{directory} has no run subdirectories")
+    runs = ExperimentRuns(run_dirs, OrderedDict(), {}, [])
+    for run_dir in run_dirs:
+        run = read_run_values(run_dir, keywords, end_signal)
+        if run.values:
+            runs.results[run_dir] = run.values
+            runs.sources[run_dir] = run.sources
+        if len(run.values) < len(keywords):
+            runs.skipped.append(run_dir)
+    return runs
 
 
 def collect_results(
@@ -206,74 +342,113 @@ def collect_results(
 
     The runs are the non-hidden subdirectories of ``directory`` (one per seed), or
     ``directory`` itself when it holds results.json or log.txt. Runs without a value
-    are warned about and left out. When ``sources`` is given, it is filled with
-    {run_dir: file the values were read from}.
+    are warned about and left out. Values from results.json are exact, those from log.txt
+    are ``LoggedValue``s (the printed number). When ``sources`` is given, it is filled with
+    {run_dir: file the (first) value was read from}.
     """
-    if not osp.isdir(directory):
-        raise FileNotFoundError(f"directory not found: {directory}")
-    run_dirs = [directory] if is_run_dir(directory) else list_subdirs(directory)
-    if not run_dirs:
-        warn(f"{directory} has no run subdirectories")
-    results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
-    for run_dir in run_dirs:
-        metrics, source = read_run(run_dir, keywords, end_signal)
-        if metrics:
-            results[run_dir] = metrics
-            if sources is not None:
-                sources[run_dir] = source
-    return results
+    runs = read_experiment(directory, keywords, end_signal)
+    if sources is not None:
+        for run_dir, files in runs.sources.items():
+            sources[run_dir] = next(iter(files.values()))
+    return runs.results
+
+
+def at_common_precision(values: Sequence[float]) -> Tuple[List[float], Optional[int]]:
+    """The values of one mean, all at one precision, and the decimals they were rounded to.
+
+    results.json values are exact, log.txt values (``LoggedValue``) have the decimals the log
+    printed. When the two kinds meet in one mean, every value is rounded the way Dassl prints
+    it, ``float(f"{value:.{d}f}")`` with ``d`` the fewest decimals of a logged value, which
+    turns a results.json value into exactly the number its log.txt shows. Otherwise the values
+    are unchanged and the decimals are None.
+    """
+    decimals = {getattr(value, "decimals", None) for value in values}
+    logged = {d for d in decimals if d is not None}
+    if not logged or len(decimals) == 1:
+        return [float(value) for value in values], None
+    places = min(logged)
+    return [float(f"{value:.{places}f}") for value in values], places
 
 
 def aggregate_over_seeds(
-    results: Dict[str, Dict[str, float]], ci95: bool = False
+    results: Dict[str, Dict[str, float]],
+    ci95: bool = False,
+    expected_runs: Optional[int] = None,
+    where: Optional[str] = None,
 ) -> "OrderedDict[str, SeedSummary]":
-    """Mean and std (or 95% CI half-width) of each metric over the runs in ``results``."""
+    """Mean and std (or 95% CI half-width) of each metric over the runs in ``results``.
+
+    When some values of a metric come from log.txt and others from results.json, all are taken
+    at the log's precision (:func:`at_common_precision`), with a note on stderr naming ``where``
+    (default: the runs' common parent dir).
+    """
     values_per_metric: "OrderedDict[str, List[float]]" = OrderedDict()
     for metrics in results.values():
         for name, value in metrics.items():
             values_per_metric.setdefault(name, []).append(value)
     summaries: "OrderedDict[str, SeedSummary]" = OrderedDict()
-    for name, values in values_per_metric.items():
+    for name, raw in values_per_metric.items():
+        values, places = at_common_precision(raw)
+        if places is not None:
+            logged = sum(1 for value in raw if getattr(value, "decimals", None) is not None)
+            place = where or osp.commonpath(list(results))
+            note(f"{place}: {name}: {logged} of {len(raw)} runs have only the {LOG_FILE} value "
+                 f"({places} decimal{'s' if places != 1 else ''}); the mean takes all {len(raw)} "
+                 f"at that precision")
         std = float(np.std(values))
         spread = 1.96 * std / math.sqrt(len(values)) if ci95 else std
-        summaries[name] = SeedSummary(mean=float(np.mean(values)), spread=spread, values=list(values))
+        summaries[name] = SeedSummary(mean=float(np.mean(values)), spread=spread, values=values,
+                                      expected_runs=expected_runs)
     return summaries
 
 
 def parse_experiment(
-    directory: str, keyword: str = "accuracy", test_log: bool = False, ci95: bool = False
+    directory: str,
+    keyword: str = "accuracy",
+    test_log: bool = False,
+    ci95: bool = False,
+    tally: Optional[RunTally] = None,
 ) -> "OrderedDict[str, SeedSummary]":
     """Print each run's value and the summary of one experiment; return the summary.
 
-    Returns an empty dict (after a warning) when no run has a value.
+    The summary line is CoOp's, plus ``(N of M runs)`` when only N of the M run dirs have a
+    value. Returns an empty dict (after a warning) when no run has a value. ``tally``, when
+    given, gets the expected and the skipped runs added.
     """
     print(f"Parsing files in {directory}")
-    sources: Dict[str, str] = {}
-    results = collect_results(directory, (keyword,), end_signal_for(test_log), sources)
-    if not results:
+    runs = read_experiment(directory, (keyword,), end_signal_for(test_log))
+    if tally is not None:
+        tally.expected += len(runs.run_dirs)
+        tally.skipped += runs.skipped
+    if not runs.results:
         warn(f"nothing found in {directory}")
         return OrderedDict()
-    for run_dir, metrics in results.items():
+    for run_dir, metrics in runs.results.items():
+        source = next(iter(runs.sources[run_dir].values()))
         values = " ".join(f"{name}: {value:.2f}%." for name, value in metrics.items())
-        print(f"file: {sources[run_dir]}. {values}")
-    summaries = aggregate_over_seeds(results, ci95=ci95)
+        print(f"file: {source}. {values}")
+    summaries = aggregate_over_seeds(runs.results, ci95=ci95, expected_runs=len(runs.run_dirs), where=directory)
     print("===")
     print(f"Summary of directory: {directory}")
     for name, summary in summaries.items():
-        print(f"* {name}: {summary.mean:.2f}% +- {summary.spread:.2f}%")
+        print(f"* {name}: {summary.mean:.2f}% +- {summary.spread:.2f}%{summary.runs_note()}")
     print("===")
     return summaries
 
 
 def parse_multi_experiment(
-    directory: str, keyword: str = "accuracy", test_log: bool = False, ci95: bool = False
+    directory: str,
+    keyword: str = "accuracy",
+    test_log: bool = False,
+    ci95: bool = False,
+    tally: Optional[RunTally] = None,
 ) -> "OrderedDict[str, float]":
     """Summarize each sub-experiment of ``directory``, then print the average of their means."""
     if not osp.isdir(directory):
         raise FileNotFoundError(f"directory not found: {directory}")
     means_per_metric: "OrderedDict[str, List[float]]" = OrderedDict()
     for experiment_dir in list_subdirs(directory):
-        for name, summary in parse_experiment(experiment_dir, keyword, test_log, ci95).items():
+        for name, summary in parse_experiment(experiment_dir, keyword, test_log, ci95, tally).items():
             means_per_metric.setdefault(name, []).append(summary.mean)
     averages = OrderedDict((name, float(np.mean(means))) for name, means in means_per_metric.items())
     if averages:
@@ -338,16 +513,28 @@ class Method:
 
 @dataclass
 class Cell:
-    """One table value: mean over seeds and its spread (None for derived values), or a gap."""
+    """One table value: mean over seeds and its spread (None for derived values), or a gap.
+
+    A cell averaged over seeds knows the run dirs it ``expected`` and those ``skipped``
+    (missing, unreadable or incomplete); a derived cell (an average or HM of other cells)
+    expects none.
+    """
 
     mean: Optional[float] = None
     spread: Optional[float] = None
     num_runs: int = 0
+    expected: Tuple[str, ...] = ()
+    skipped: Tuple[str, ...] = ()
 
     @property
     def missing(self) -> bool:
         """True when there is no value (rendered as a gap)."""
         return self.mean is None
+
+    @property
+    def partial(self) -> bool:
+        """True when the cell has a value from fewer runs than it expected (it gets a footnote)."""
+        return not self.missing and self.num_runs < len(self.expected)
 
 
 @dataclass
@@ -417,29 +604,28 @@ def summarize_runs(
 ) -> Dict[str, Cell]:
     """Mean and spread over ``config_dir/seed<S>`` of each metric in ``keywords``.
 
-    Every missing, unreadable or incomplete run is named on stderr and left out; a metric no
-    run has becomes a gap.
+    Every missing, unreadable or incomplete run is named on stderr and left out (the cell
+    records it in ``skipped``); a metric no run has becomes a gap.
     """
+    expected = tuple(osp.join(config_dir, f"seed{seed}") for seed in seeds)
     if not osp.isdir(config_dir):
         warn(f"missing runs: {config_dir} does not exist")
-        return {keyword: Cell() for keyword in keywords}
+        return {keyword: Cell(expected=expected, skipped=expected) for keyword in keywords}
     results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
-    for seed in seeds:
-        run_dir = osp.join(config_dir, f"seed{seed}")
-        metrics, source = read_run(run_dir, keywords, end_signal)
-        if metrics is None:
-            continue
-        absent = [keyword for keyword in keywords if keyword not in metrics]
-        if absent:
-            warn(f"{source} has no metric {', '.join(absent)}")
-        results[run_dir] = metrics
-    summaries = aggregate_over_seeds(results, ci95=ci95)
-    return {
-        keyword: Cell(summaries[keyword].mean, summaries[keyword].spread, summaries[keyword].num_runs)
-        if keyword in summaries
-        else Cell()
-        for keyword in keywords
-    }
+    for run_dir in expected:
+        run = read_run_values(run_dir, keywords, end_signal)
+        if run.values:
+            results[run_dir] = run.values
+    summaries = aggregate_over_seeds(results, ci95=ci95, expected_runs=len(expected), where=config_dir)
+    cells = {}
+    for keyword in keywords:
+        skipped = tuple(run_dir for run_dir in expected if keyword not in results.get(run_dir, {}))
+        if keyword in summaries:
+            summary = summaries[keyword]
+            cells[keyword] = Cell(summary.mean, summary.spread, summary.num_runs, expected, skipped)
+        else:
+            cells[keyword] = Cell(expected=expected, skipped=skipped)
+    return cells
 
 
 def scan_protocol_tree(root: str) -> Dict[Method, Dict[str, str]]:
@@ -726,25 +912,86 @@ def format_cell(cell: Union[str, Cell], show_std: bool = False, fmt: str = "mark
     return text
 
 
+SUPERSCRIPT_DIGITS = str.maketrans("0123456789", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+CSV_FOOTNOTE_HEADER = "# cells averaged over fewer runs than expected (row, column: runs used):"
+
+
+def footnote_marker(number: int, fmt: str) -> str:
+    """The marker of footnote ``number`` after a cell: superscript digits, ``$^{n}$`` in LaTeX."""
+    return f"$^{{{number}}}$" if fmt == "latex" else str(number).translate(SUPERSCRIPT_DIGITS)
+
+
 def render_table(table: ResultTable, fmt: str = "markdown", show_std: bool = False) -> str:
-    """The table as markdown (GitHub pipes), csv or a LaTeX tabular."""
+    """The table as markdown (GitHub pipes), csv or a LaTeX tabular, then its footnotes.
+
+    A cell averaged over fewer runs than it expected (``Cell.partial``) is footnoted. Markdown
+    and LaTeX: the cell gets a numbered marker (``71.20¹``, ``71.20$^{1}$``), one number per
+    distinct ``N of M runs``, and the footnotes follow the table after a blank line
+    (``¹ 2 of 3 runs``; in LaTeX ``$^{1}$ 2 of 3 runs``, one per line of a paragraph). CSV: cells stay
+    plain numbers; after a blank line, ``#`` comment lines name each such cell by its row
+    labels and column (``# DTD, CoOp/cfg Base: 2 of 3 runs``), which a reader skips as comments.
+    """
     if fmt not in TABLE_FORMATS:
         raise ValueError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
     headers = [format_cell(header, fmt=fmt) for header in table.headers]
-    rows = [[format_cell(cell, show_std, fmt) for cell in row] for row in table.rows]
+    footnotes: "OrderedDict[str, int]" = OrderedDict()  # "N of M runs" -> its number
+    csv_notes: List[str] = []
+    rows: List[List[str]] = []
+    for row in table.rows:
+        texts = []
+        for column, cell in enumerate(row):
+            text = format_cell(cell, show_std, fmt)
+            if isinstance(cell, Cell) and cell.partial:
+                runs = f"{cell.num_runs} of {len(cell.expected)} runs"
+                if fmt == "csv":
+                    labels = [label for label in row if isinstance(label, str)]
+                    csv_notes.append(f"# {', '.join(labels + [table.headers[column]])}: {runs}")
+                else:
+                    text += footnote_marker(footnotes.setdefault(runs, len(footnotes) + 1), fmt)
+            texts.append(text)
+        rows.append(texts)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows(rows)
-        return buffer.getvalue().rstrip("\n")
+        text = buffer.getvalue().rstrip("\n")
+        if not csv_notes:
+            return text
+        return text + "\n\n" + "\n".join([CSV_FOOTNOTE_HEADER] + csv_notes)
     from tabulate import tabulate
 
     # latex_raw keeps our own escaping and $\pm$; number parsing would reformat "-" and decimals.
     tablefmt = "latex_raw" if fmt == "latex" else "github"
     value_columns = {i for row in table.rows for i, cell in enumerate(row) if isinstance(cell, Cell)}
     alignment = ["right" if i in value_columns else "left" for i in range(len(headers))]
-    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=alignment)
+    text = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=alignment)
+    if not footnotes:
+        return text
+    lines = [f"{footnote_marker(number, fmt)} {runs}" for runs, number in footnotes.items()]
+    return text + "\n\n" + (" \\\\\n" if fmt == "latex" else "\n").join(lines)
+
+
+def table_tally(table: ResultTable) -> RunTally:
+    """Expected and skipped runs of every seed-averaged cell of ``table`` (each run dir once)."""
+    expected: Dict[str, None] = {}
+    skipped: Dict[str, None] = {}
+    for row in table.rows:
+        for cell in row:
+            if isinstance(cell, Cell):
+                expected.update(dict.fromkeys(cell.expected))
+                skipped.update(dict.fromkeys(cell.skipped))
+    return RunTally(len(expected), list(skipped))
+
+
+def strict_failure(tally: RunTally) -> bool:
+    """``--strict``: print one line and return True when any expected run was skipped."""
+    if not tally.skipped:
+        return False
+    count = len(tally.skipped)
+    print(f"ERROR: --strict: {count} of {tally.expected} expected run{'s' if tally.expected != 1 else ''} "
+          f"{'is' if count == 1 else 'are'} missing or incomplete (see the warnings above)", file=sys.stderr)
+    return True
 
 
 def plot_base2new(results: Base2NewResults, path: str) -> str:
@@ -811,6 +1058,8 @@ def run_table_mode(args: argparse.Namespace) -> int:
     print(render_table(table, args.format, args.std))
     if args.plot:
         print(f"Plot saved to {plot_base2new(base2new_results, args.plot)}", file=sys.stderr)
+    if args.strict and strict_failure(table_tally(table)):
+        return 1
     return 0
 
 
@@ -824,6 +1073,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-log", action="store_true", help="parse logs of eval-only runs")
     parser.add_argument("--multi-exp", action="store_true", help="directory holds several experiments")
     parser.add_argument("--keyword", default="accuracy", type=str, help="metric to extract, e.g. macro_f1")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any expected run is missing or incomplete")
     table = parser.add_argument_group("table mode")
     table.add_argument("--table", choices=TABLE_KINDS, help="build this table from the whole OUTPUT tree")
     table.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="table format (default markdown)")
@@ -839,20 +1090,24 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (1 when nothing could be read)."""
+    """Entry point; returns the exit status (1 when nothing could be read, or with ``--strict``
+    when any expected run is missing or incomplete)."""
     args = build_arg_parser().parse_args(argv)
     if args.table:
         return run_table_mode(args)
+    tally = RunTally()
     try:
         if args.multi_exp:
-            found = parse_multi_experiment(args.directory, args.keyword, args.test_log, args.ci95)
+            found = parse_multi_experiment(args.directory, args.keyword, args.test_log, args.ci95, tally)
         else:
-            found = parse_experiment(args.directory, args.keyword, args.test_log, args.ci95)
+            found = parse_experiment(args.directory, args.keyword, args.test_log, args.ci95, tally)
     except FileNotFoundError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     if not found:
         print(f"ERROR: no '{args.keyword}' result found under {args.directory}", file=sys.stderr)
+        return 1
+    if args.strict and strict_failure(tally):
         return 1
     return 0
 

@@ -27,6 +27,7 @@ from dassl.engine.trainer import select_device
 from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
                          write_to_log_file)
 from dassl.utils import distributed as dist_utils
+from dassl.utils.run_lock import EXIT_LOCKED, OutputDirInUse, lock_output_dir
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,19 @@ def _unknown_key_error(cfg, err, source):
     close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     return ConfigError(f"{source}: unknown config key {key}{hint}")
+
+
+def _config_file_error(path, err):
+    """``path:line:column: cause`` for a YAML syntax error (1-based, as editors count), else
+    ``path: first line of the error``."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is not None and problem:
+        context = getattr(err, "context", None)
+        cause = f"{problem} ({context})" if context and context not in problem else problem
+        return f"{path}:{mark.line + 1}:{mark.column + 1}: {cause}"
+    text = str(err).strip()
+    return f"{path}: {text.splitlines()[0] if text else type(err).__name__}"
 
 
 def reset_cfg(cfg, args):
@@ -94,7 +108,7 @@ def setup_cfg(args):
         except KeyError as err:
             raise _unknown_key_error(cfg, err, path) from None
         except Exception as err:  # yaml syntax errors, type mismatches
-            raise ConfigError(f"{path}: {str(err).splitlines()[0]}") from None
+            raise ConfigError(_config_file_error(path, err)) from None
     reset_cfg(cfg, args)
     flags = [o for o in args.opts if o.startswith("--")]
     if flags:
@@ -105,6 +119,11 @@ def setup_cfg(args):
         cfg.merge_from_list(args.opts)
     except KeyError as err:
         raise _unknown_key_error(cfg, err, "command line") from None
+    except AssertionError as err:  # yacs asserts "Non-existent key: X" for an opt
+        if "Non-existent key" not in str(err):
+            raise ConfigError(f"command line: {str(err).splitlines()[0]}") from None
+        raise _unknown_key_error(cfg, KeyError(str(err).replace("Non-existent key", "Non-existent config key")),
+                                 "command line") from None
     except Exception as err:
         raise ConfigError(f"command line: {str(err).splitlines()[0]}") from None
     cfg.freeze()
@@ -149,6 +168,12 @@ def main(args):
     cfg = setup_cfg(args)
     if args.eval_only and args.model_dir and not os.path.isdir(args.model_dir):
         raise FileNotFoundError(f"--model-dir {args.model_dir} does not exist")
+    if cfg.RESUME and not os.path.isdir(cfg.RESUME):
+        # Named explicitly, so a typo must not silently start from scratch (the automatic resume
+        # of --output-dir needs no flag).
+        source = "--resume" if args.resume else "RESUME"
+        raise ConfigError(f"{source} {cfg.RESUME}: no such directory (give a previous run's output dir, or leave "
+                          f"{source} out: a run resumes from its own --output-dir automatically)")
     start_distributed(cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -166,6 +191,9 @@ def main(args):
         torch.cuda.manual_seed_all(cfg.MODEL.INIT_SEED)
     if dist_utils.is_main_process():
         check_output_dir(cfg.OUTPUT_DIR)
+        if cfg.OUTPUT_DIR:
+            # Before anything is written there (log.txt included): one run per output dir.
+            lock_output_dir(cfg.OUTPUT_DIR)
         setup_logger(cfg.OUTPUT_DIR)
     if dist_utils.is_distributed():
         print(f"Distributed data-parallel: {dist_utils.world_size()} processes "
@@ -177,6 +205,7 @@ def main(args):
     print(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
+    _CURRENT_RUN["trainer"] = trainer
     if args.eval_only:
         trained = [n for n in trainer.get_model_names() if trainer._optims[n] is not None]
         if not args.model_dir and trained:
@@ -236,6 +265,15 @@ def cli(argv=None):
     args = build_parser().parse_args(argv)
     try:
         main(args)
+    except OutputDirInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        if args.debug or os.environ.get("PROMPTCLIP_DEBUG"):
+            raise
+        write_to_log_file(traceback.format_exc())
+        print(f"\ninterrupted: {interrupted_summary()}", file=sys.stderr)
+        return 130
     except USER_ERRORS as err:
         if args.debug or os.environ.get("PROMPTCLIP_DEBUG"):
             raise
@@ -247,6 +285,24 @@ def cli(argv=None):
     finally:
         dist_utils.destroy_distributed()
     return 0
+
+
+_CURRENT_RUN = {}
+
+
+def interrupted_summary():
+    """What an interrupted run kept on disk and how to go on, in one line."""
+    trainer = _CURRENT_RUN.get("trainer")
+    if trainer is None or not getattr(trainer, "output_dir", None):
+        return "stopped before training started; nothing was saved"
+    out = trainer.output_dir
+    if getattr(trainer, "last_results", None) and os.path.isfile(os.path.join(out, "results.json")):
+        return f"the run had finished; its results are in {out}"
+    epoch = trainer.latest_checkpoint_epoch(out)
+    if not epoch:
+        return f"no epoch had finished, so no checkpoint was saved in {out}; the same command starts over"
+    return (f"kept the checkpoint of the last finished epoch ({epoch}) in {out}; run the same command "
+            "again to resume from it")
 
 
 def error_line(err):

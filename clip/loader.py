@@ -138,8 +138,18 @@ def _is_torchscript_archive(path: str) -> bool:
                    for name in archive.namelist())
 
 
+def _looks_like_torch_file(path: str) -> bool:
+    """A zip archive (torch.save / TorchScript) or a legacy pickle (first byte 0x80 = PROTO)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
 def read_state_dict(path: str) -> dict:
     """The CLIP state dict stored in ``path`` (OpenAI JIT archive or ``torch.save``d dict)."""
+    if not _looks_like_torch_file(path):
+        raise RuntimeError(f"{path} is not a CLIP checkpoint (not a PyTorch file); the backbone is an OpenAI "
+                           f"model name ({', '.join(available_models()[:3])}, ...) or a CLIP weights file")
     try:
         if _is_torchscript_archive(path):
             with warnings.catch_warnings():
@@ -148,7 +158,9 @@ def read_state_dict(path: str) -> dict:
                 return torch.jit.load(path, map_location="cpu").state_dict()
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RuntimeError(f"Could not read CLIP weights from {path}: {error}") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"Could not read CLIP weights from {path} (damaged or not a CLIP checkpoint): "
+                           f"{first}") from error
     if not isinstance(loaded, dict):
         raise RuntimeError(f"{path} does not hold a state dict (found {type(loaded).__name__})")
     return loaded

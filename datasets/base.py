@@ -69,7 +69,44 @@ def read_split(filepath, path_prefix):
     if missing_keys:
         raise ValueError(f"{filepath}: missing key(s) {missing_keys}; a split needs 'train', 'val' and 'test'")
     name = os.path.basename(filepath)
-    return tuple(records_to_items(split[key], path_prefix, f"{name}[{key}]") for key in SPLIT_NAMES)
+    splits = tuple(records_to_items(split[key], path_prefix, f"{name}[{key}]") for key in SPLIT_NAMES)
+    check_label_space(splits, [f"{filepath}[{key}]" for key in SPLIT_NAMES])
+    return splits
+
+
+def check_label_space(splits, sources):
+    """Check that the labelled ``splits`` (train first) share one label space; raise a
+    ``ValueError`` naming the file, the record and the conflict otherwise.
+
+    The training labels must be exactly 0..C-1 (C classes, each present), every label must have
+    one class name and every class name one label, the same in every split, and the other
+    splits may only use the training labels. A wrong label would otherwise silently grow the
+    model by a class, rename a class in every prompt, or lower the accuracy.
+    """
+    name_of, first_seen, label_of = {}, {}, {}
+    for split_index, (items, source) in enumerate(zip(splits, sources)):
+        for index, item in enumerate(items or ()):
+            label, classname = item.label, item.classname
+            where = f"{source} entry {index}"
+            if label not in name_of:
+                if split_index > 0:
+                    raise ValueError(f"{where}: label {label} is not one of the training labels 0..{len(name_of) - 1} "
+                                     f"of {sources[0]}")
+                if classname in label_of:
+                    raise ValueError(f"{where}: class {classname!r} has label {label}, but {label_of[classname]} in "
+                                     f"{first_seen[label_of[classname]]}; one class name, one label")
+                name_of[label], first_seen[label], label_of[classname] = classname, where, label
+            elif name_of[label] != classname:
+                raise ValueError(f"{where}: label {label} is named {classname!r}, but {name_of[label]!r} in "
+                                 f"{first_seen[label]}; one label, one class name")
+        if split_index == 0 and name_of:
+            labels = sorted(name_of)
+            if labels != list(range(len(labels))):
+                missing = sorted(set(range(labels[-1] + 1)) - set(labels))
+                problem = (f"label {labels[0]} is negative" if labels[0] < 0 else
+                           f"label {labels[-1]} is used but label {missing[0]} has no record")
+                raise ValueError(f"{source}: {problem}; the training labels must be 0..C-1 with every class "
+                                 f"present (found {len(labels)} labels from {labels[0]} to {labels[-1]})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,12 +169,24 @@ def list_images(directory):
 
 
 def list_subfolders(directory, ignored=()):
-    """Sorted names of the non-hidden sub-directories of ``directory``, minus ``ignored``."""
-    return sorted(
+    """Sorted names of the non-hidden sub-directories of ``directory``, minus ``ignored``.
+
+    A name that is not valid UTF-8 (say Latin-1 "caf\xe9") cannot become a correct class name in
+    a text prompt: it is kept (its images are still found) with a warning naming the folder.
+    """
+    names = sorted(
         entry.name
         for entry in os.scandir(directory)
         if entry.is_dir() and not entry.name.startswith(".") and entry.name not in ignored
     )
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            readable = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            print(f"Warning: class folder {os.path.join(directory, readable)!r} has a name that is not valid "
+                  f"UTF-8; its class name in the prompts would be {readable!r}. Rename the folder in UTF-8.")
+    return names
 
 
 def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None, rng=random):
@@ -184,18 +233,29 @@ def subsample_classes(*data_sources, subsample="all"):
     )
 
 
+def read_text(path):
+    """The content of the UTF-8 text file ``path``; any other encoding is an error naming it."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save the file "
+                         "as UTF-8") from None
+
+
 def read_classnames(text_file):
     """Read ``<folder> <class name>`` lines into an ordered ``{folder: class name}`` dict."""
     classnames = OrderedDict()
-    with open(text_file) as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            folder, _, classname = line.partition(" ")
-            if not classname.strip():
-                raise ValueError(f"{text_file}:{line_number}: expected '<folder> <class name>', got {line!r}")
-            classnames[folder] = classname.strip()
+    for line_number, line in enumerate(read_text(text_file).splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        folder, _, classname = line.partition(" ")
+        if not classname.strip():
+            raise ValueError(f"{text_file}:{line_number}: expected '<folder> <class name>', got {line!r}")
+        classnames[folder] = classname.strip()
     return classnames
 
 
@@ -332,8 +392,7 @@ class BenchmarkDataset(DatasetBase):
         """Stripped non-empty lines of the text file ``<dataset_dir>/<relative_path...>``."""
         path = os.path.join(self.dataset_dir, *relative_path)
         require_file(path, self.name)
-        with open(path) as f:
-            return [line.strip() for line in f if line.strip()]
+        return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
     # -- pipeline steps ----------------------------------------------------------------------
     @property

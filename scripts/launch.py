@@ -44,6 +44,9 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 RUN_VARIABLES = ("DATA", "OUTPUT", "CFG", "SHOTS", "LOADEP", "EXTRA_OPTS", "PYTHON", "SOURCE_DATASET")
 # What a per-run script prints when it skips a finished run (common.sh's results_exist).
 SKIP_MESSAGE = "Skip this job"
+# train.py's exit status when another live run holds the output dir (dassl/utils/run_lock.py; the
+# launcher does not import the engine, which would cost every job torch's start-up).
+EXIT_LOCKED = 75
 EXECUTORS = ("local", "slurm", "submitit-local")
 # Seconds between checks of submitit jobs: SLURM's accounting is slow to ask, local processes are not.
 POLL_SECONDS = {"slurm": 30.0, "submitit-local": 0.5}
@@ -152,7 +155,7 @@ def run_job(job, gpu=None, interrupt=None):
     env.update(job.env)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    outcome = {"job": job.name, "ok": True, "runs": len(job.runs), "ran": 0, "skipped": 0,
+    outcome = {"job": job.name, "ok": True, "runs": len(job.runs), "ran": 0, "skipped": 0, "locked": None,
                "failed_command": None, "exit_status": None, "interrupted": False, "gpu": gpu,
                "log": job.log, "host": os.uname().nodename}
     Path(job.log).parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +181,12 @@ def run_job(job, gpu=None, interrupt=None):
                 written.seek(offset)
                 if SKIP_MESSAGE.encode() in written.read():
                     outcome["skipped"] += 1
+            if status == EXIT_LOCKED:
+                # Another live process (a second launch, a sweep) is doing this run: leave it to
+                # that process; the job's later runs need it, so they wait for a relaunch too.
+                outcome["locked"] = run.command()
+                note(f"# LOCKED by another process, job left to it: {run.command()}\n")
+                break
             if status != 0:
                 outcome.update(ok=False, failed_command=run.command(), exit_status=status,
                                interrupted=bool(interrupt is not None and interrupt.is_set()))
@@ -387,6 +396,8 @@ def submitit_outcome(job, handle):
 def status_line(done, total, outcome):
     """One line for a finished job: ``[3/8] ok maple-base2new-eurosat-seed1: 2 runs, 1 skipped, 12.0 s``."""
     word = "ok" if outcome["ok"] else ("INTERRUPTED" if outcome.get("interrupted") else "FAILED")
+    if outcome["ok"] and outcome.get("locked"):
+        word = "LOCKED"
     details = f"{outcome['runs']} runs, {outcome['skipped']} skipped"
     if outcome.get("seconds") is not None:
         details += f", {outcome['seconds']} s"
@@ -418,13 +429,19 @@ def summarise(outcomes, protocol, output_root, launch_dir, echo=print):
     failed = [outcome for outcome in outcomes if not outcome["ok"]]
     runs = sum(outcome["runs"] for outcome in outcomes)
     skipped = sum(outcome["skipped"] for outcome in outcomes)
+    locked = [outcome for outcome in outcomes if outcome["ok"] and outcome.get("locked")]
     echo(f"Summary: {len(outcomes)} jobs ({runs} runs, {skipped} skipped as finished): "
-         f"{len(outcomes) - len(failed)} ok, {len(failed)} failed. Logs: {launch_dir}")
+         f"{len(outcomes) - len(failed) - len(locked)} ok, {len(failed)} failed"
+         f"{f', {len(locked)} left to another process that holds their run' if locked else ''}. Logs: {launch_dir}")
     for outcome in failed:
         echo(failure_line(outcome))
+    for outcome in locked:
+        echo(f"LOCKED {outcome['job']}: `{outcome['locked']}` is being run by another process")
     if failed:
         echo("Relaunch the same command to resume: finished runs are skipped.")
         return 1
+    if locked:
+        echo("Relaunch the same command once the other process has finished to complete these jobs.")
     echo(f"Build the table with: python parse_test_res.py --table {protocol} {output_root}")
     return 0
 

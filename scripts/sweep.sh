@@ -184,9 +184,19 @@ if [ "$PLAN_ONLY" = 1 ]; then
 fi
 
 # --- the runs ---
+# train.py exits 75 when another live run holds the output dir (a sweep started twice, a launcher
+# retry racing a job): that run is skipped, and so are the later runs of its group (they need it).
+EXIT_LOCKED=75
 total=${#RUN_COMMANDS[@]}
+locked=0
+locked_group=""
 for index in "${!RUN_COMMANDS[@]}"; do
     echo "[$((index + 1))/$total] ${RUN_LABELS[$index]}"
+    if [ -n "$locked_group" ] && [ "${RUN_GROUPS[$index]}" = "$locked_group" ]; then
+        echo "Skipped: it needs the run that another process is doing (${locked_group})"
+        locked=$((locked + 1))
+        continue
+    fi
     read -r -a command <<< "${RUN_COMMANDS[$index]}"
     status=0
     if [ -n "${RUN_SUBS[$index]}" ]; then
@@ -194,8 +204,20 @@ for index in "${!RUN_COMMANDS[@]}"; do
     else
         bash "scripts/${command[0]}" "${command[@]:1}" || status=$?
     fi
+    if [ "$status" -eq "$EXIT_LOCKED" ]; then
+        echo "Skipped: another process is running it right now"
+        locked=$((locked + 1))
+        locked_group=${RUN_GROUPS[$index]}
+        continue
+    fi
     [ "$status" -eq 0 ] || die "run $((index + 1))/$total failed (exit $status): bash scripts/${RUN_COMMANDS[$index]}"
 done
 
-echo "Sweep done: $total runs of $METHOD $PROTOCOL. Build the table (from $PWD) with:"
+if [ "$locked" -gt 0 ]; then
+    echo "Sweep done: $total runs of $METHOD $PROTOCOL, $locked skipped because another process holds them;" \
+        "run the same command again once it has finished to complete the sweep."
+else
+    echo "Sweep done: $total runs of $METHOD $PROTOCOL."
+fi
+echo "Build the table (from $PWD) with:"
 echo "python parse_test_res.py --table $PROTOCOL ${OUTPUT:-$PWD/output}"

@@ -1,8 +1,11 @@
 """Shared fixtures: a tiny random CLIP in OpenAI's key format and generated
 datasets in their real on-disk layouts, plus a runner for ``train.py``."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,16 +35,65 @@ def eurosat_root(tmp_path_factory):
     return str(root)
 
 
+_TRAIN_SERVER = {}
+
+
+def train_server_env():
+    """``{"PYTHON": ..., "PROMPTCLIP_TRAIN_SERVER": ...}``: an interpreter stand-in whose
+    ``train.py`` runs are forked from a server that has imported torch and our packages once
+    (tests/helpers/train_server.py), so a run starts in milliseconds instead of ~3.5 s.
+
+    Give it to anything that runs ``$PYTHON train.py`` (the bash scripts); ``run_train`` uses it
+    itself. ``PROMPTCLIP_TEST_NO_SERVER=1`` turns it off (every run then starts a fresh
+    interpreter, as a user's would).
+    """
+    if os.environ.get("PROMPTCLIP_TEST_NO_SERVER"):
+        return {"PYTHON": sys.executable}
+    if "env" not in _TRAIN_SERVER:
+        folder = tempfile.mkdtemp(prefix="pc-train-server-")  # short: socket paths are limited
+        socket_path = os.path.join(folder, "socket")
+        client = os.path.join(folder, "python")
+        with open(client, "w") as handle:  # the client, run by this interpreter
+            handle.write(f"#!{sys.executable}\n" + (TESTS / "helpers" / "train_client.py").read_text())
+        os.chmod(client, 0o755)
+        log = open(os.path.join(folder, "server.log"), "w")
+        proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.train_server", socket_path],
+                                cwd=str(REPO), stdout=subprocess.PIPE, stderr=log, text=True)
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise RuntimeError(f"the train server did not start; see {log.name}")
+
+        def stop():
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(stop)
+        _TRAIN_SERVER["env"] = {"PYTHON": client, "PROMPTCLIP_TRAIN_SERVER": socket_path}
+    return dict(_TRAIN_SERVER["env"])
+
+
 def run_train(*args, env=None, timeout=600):
-    """Run ``python train.py ARGS`` from the repository root; return the CompletedProcess."""
+    """Run ``python train.py ARGS`` from the repository root; return the CompletedProcess.
+
+    The run goes through the train server (see :func:`train_server_env`): a forked process with
+    its own pid, environment, working directory, output and exit status.
+    """
     full_env = dict(os.environ)
     full_env.pop("PROMPTCLIP_DEBUG", None)
+    full_env.update(train_server_env())
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *map(str, args)],
+        [full_env["PYTHON"], str(REPO / "train.py"), *map(str, args)],
         cwd=str(REPO), env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def fast_python():
+    """Environment entries that make ``$PYTHON train.py`` (the scripts) use the train server."""
+    return train_server_env()
 
 
 @pytest.fixture

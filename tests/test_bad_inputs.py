@@ -1,6 +1,5 @@
 """Bad input to train.py: one clear line on stderr naming the culprit, a
 non-zero exit, and nothing already on disk overwritten or lost."""
-import hashlib
 import json
 import os
 import shutil
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_train
+from tests.helpers.files import digest_tree
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,6 @@ def fails_with(proc, *fragments):
         assert frag in last, f"{frag!r} not in {last!r}"
     assert "Traceback" not in proc.stderr
     return last
-
-
-def digest_tree(path):
-    """{relative path: sha256} of every file under ``path``."""
-    out = {}
-    for p in sorted(Path(path).rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,16 @@ import importlib.util
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
 import torch
 import torch.nn.functional as F
 import yaml
 
 import clip
-from conftest import REPO, run_train
+from conftest import REPO, run_train, train_server_env
 from tests.helpers.script_harness import make_script_env, make_script_repo, recorded_calls, run_script
 # the tiny CLIP and the ViT-B/16-shaped one are fixtures of test_lineage, shared here
 from tests.helpers.methods import CLASSNAMES, images, n_params, record
@@ -442,7 +442,7 @@ def test_train_py_trains_then_eval_only_reproduces_the_accuracy(tmp_path, eurosa
 @pytest.mark.slow
 def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, tiny_clip_path, eurosat_root):
     env = dict(os.environ)
-    env.update(DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), PYTHON=sys.executable, SHOTS="2", LOADEP="1",
+    env.update(DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), **train_server_env(), SHOTS="2", LOADEP="1",
                EXTRA_OPTS=(f"--backbone {tiny_clip_path} --device cpu INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 1 "
                            "DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 50 TRAINER.BLOOM.PREC fp32"))
     env.pop("SUB", None)

@@ -4,6 +4,11 @@ Command-line tests run the scripts against a repo copy with a fake interpreter
 (tests/helpers/script_harness.py) and check the exact train.py command, the output dirs, the
 skip-if-finished logic and the errors. The slow test runs the real base-to-novel train + test
 scripts with the official config on a generated EuroSAT and the tiny CLIP.
+
+The scripts and the official config are compared with LAMDASZ-ML/BMIP's through the facts
+recorded in tests/official_facts/facts.json (tests/helpers/official_facts.py), on every machine.
+With PROMPTCLIP_OFFICIAL_REPOS set (docs/DEVELOPING.md), the config is also compared with the
+live official file; that test is only defined then, so a plain run neither runs nor skips it.
 """
 import json
 import os
@@ -11,15 +16,19 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import train_server_env
 import torch
 import yaml
 
+from tests.helpers import official_facts
 from tests.helpers.script_harness import (
     REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
 )
 
 BMIP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "BMIP"
-OFFICIAL_BMIP_CONFIGS = Path("/work/ref/LAMDASZ-ML+BMIP/configs/trainers/BMIP")
+OFFICIAL_BASE_CFG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"  # in LAMDASZ-ML/BMIP
+LIVE = official_facts.live_root() is not None  # PROMPTCLIP_OFFICIAL_REPOS is set
 BASE_CFG = "BMIP_ctx2_dp9_lr2"
 XD_CFG = "BMIP_ctx2_dp9_lr2_cross_datasets"
 SCRIPTS = ("base2new_train_bmip.sh", "base2new_test_bmip.sh", "xd_train.sh", "xd_test.sh", "fewshot_bmip.sh")
@@ -179,6 +188,48 @@ def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):
         "--model-dir", model_dir, "--load-epoch", "3", "--eval-only", "--device", "cuda"]
 
 
+# Official dirs (DATASET SEED DEVICE CFG = <dataset> 2 cuda:1 <cfg>) -> ours, the layout shared by every method.
+OFFICIAL_DIRS = {
+    "base2new_train_bmip.sh": {"--output-dir": ("./output/base2new/train_base/{cfg}/{dataset}/seed2",
+                                                "output/base2new/train_base/{dataset}/shots_16/BMIP/{cfg}/seed2")},
+    "base2new_test_bmip.sh": {"--output-dir": ("./output/base2new/test_new/{cfg}/{dataset}/seed2",
+                                               "output/base2new/test_new/{dataset}/shots_16/BMIP/{cfg}/seed2"),
+                              "--model-dir": ("./output/base2new/train_base/{cfg}/{dataset}/seed2",
+                                              "output/base2new/train_base/{dataset}/shots_16/BMIP/{cfg}/seed2")},
+    "xd_train.sh": {"--output-dir": ("output/{dataset}/BMIP/{cfg}_16shots/seed2",
+                                     "output/xd/train/{dataset}/shots_16/BMIP/{cfg}/seed2")},
+    "xd_test.sh": {"--output-dir": ("output/evaluation/BMIP/{cfg}/{dataset}/seed2",
+                                    "output/xd/test/{dataset}/shots_16/BMIP/{cfg}/seed2"),
+                   "--model-dir": ("output/imagenet/BMIP/{cfg}_16shots/seed2",
+                                   "output/xd/train/imagenet/shots_16/BMIP/{cfg}/seed2")},
+}
+
+
+@pytest.mark.parametrize("script,args", [
+    ("base2new_train_bmip.sh", ["eurosat", "2", "cuda:1", BASE_CFG]),
+    ("base2new_test_bmip.sh", ["eurosat", "2", "cuda:1", BASE_CFG]),
+    ("xd_train.sh", ["imagenet", "2", "cuda:1", XD_CFG]),
+    ("xd_test.sh", ["caltech101", "2", "cuda:1", XD_CFG, "3"]),
+])
+def test_commands_are_the_official_ones_in_our_layout(repo, env, tmp_path, script, args):
+    """With every argument given, the same positional arguments, train.py flags and options as the
+    official script; only the dirs differ (OFFICIAL_DIRS). Flags may come in another order: the
+    official base2new test passes --device before --best."""
+    facts = official_facts.recorded_script(official_facts.BMIP, f"scripts/bmip/{script}")
+    expected = official_facts.official_command(facts, args, DATA=env["DATA"])
+    names = {"dataset": args[0], "cfg": args[3]}
+    for flag, (official_dir, ours) in OFFICIAL_DIRS[script].items():
+        assert expected[expected.index(flag) + 1] == official_dir.format(**names), flag
+        expected = official_facts.with_flag(expected, flag, ours.format(**names))
+        if flag == "--model-dir":
+            (repo / ours.format(**names)).mkdir(parents=True)
+    proc = run_script(repo, f"bmip/{script}", args, env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    argv = only_call(env)
+    assert argv[0] == "train.py"
+    assert official_facts.split_command(argv[1:]) == official_facts.split_command(expected)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_data_unset_or_missing_is_a_one_line_error(repo, env, tmp_path, script):
     head = ["eurosat", "1", "16"] if script.startswith("fewshot") else ["eurosat", "1"]  # fewshot takes SHOTS
@@ -280,12 +331,16 @@ def test_every_config_merges_and_differs_from_the_official_one_only_where_intend
     assert merged == official
 
 
-def test_official_config_equals_the_official_file():
-    official = OFFICIAL_BMIP_CONFIGS / f"{BASE_CFG}.yaml"
-    if not official.is_file():
-        pytest.skip(f"official BMIP repository not on this machine: {OFFICIAL_BMIP_CONFIGS}")
-    ours = yaml.safe_load((BMIP_CONFIGS / f"{BASE_CFG}.yaml").read_text())
-    assert ours == yaml.safe_load(official.read_text())
+def test_official_config_equals_the_recorded_official_values():
+    ours = official_facts.config_facts((BMIP_CONFIGS / f"{BASE_CFG}.yaml").read_text())
+    assert ours == official_facts.recorded_config(official_facts.BMIP, OFFICIAL_BASE_CFG)
+
+
+if LIVE:
+    def test_official_config_equals_the_official_file():
+        official = official_facts.live_file(official_facts.BMIP, OFFICIAL_BASE_CFG)
+        ours = yaml.safe_load((BMIP_CONFIGS / f"{BASE_CFG}.yaml").read_text())
+        assert ours == yaml.safe_load(official.read_text())
 
 
 # --- end to end: real base2new train + test scripts with the tiny CLIP ----------------------------
@@ -294,7 +349,7 @@ def test_official_config_equals_the_official_file():
 def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, tiny_clip_path, eurosat_root):
     env = dict(os.environ)
     env.update(
-        DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), PYTHON=sys.executable, SHOTS="2",
+        DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), **train_server_env(), SHOTS="2",
         EXTRA_OPTS=(f"--backbone {tiny_clip_path} INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 2 DATASET.NUM_SHOTS 2 "
                     "DATALOADER.NUM_WORKERS 0 TRAINER.BMIP.PREC fp32 DATALOADER.TRAIN_X.BATCH_SIZE 4 "
                     "DATALOADER.TEST.BATCH_SIZE 50"),
@@ -322,7 +377,6 @@ def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, tiny_clip_
 def test_bmip_weights_tool_reads_a_trained_run(tmp_path, tiny_clip_path, eurosat_root):
     """tools/bmip_weights.py: per-layer mean aggregation weights of a trained BMIP run."""
     import subprocess
-    import sys
 
     from conftest import REPO, run_train
 

@@ -415,3 +415,74 @@ def test_list_naming_an_unknown_class_is_reported(tmp_path):
         f.write("0000001 Concorde\n")
     with pytest.raises(ValueError, match=r"images_variant_test\.txt: class 'Concorde' is not listed in variants\.txt"):
         load(tmp_path, "FGVCAircraft")
+
+
+# --------------------------------------------------------- the original Dassl's few-shot pickles
+_ORIGINAL_DATUM_SOURCE = '''
+class Datum:
+    """Stand-in for the original Dassl Datum: fields in an instance __dict__."""
+
+    def __init__(self, impath="", label=0, domain=0, classname=""):
+        self._impath = impath
+        self._label = label
+        self._domain = domain
+        self._classname = classname
+'''
+
+
+def _pickle_with_original_datum(payload_builder):
+    """Pickle what ``payload_builder(Datum)`` returns, with ``Datum`` a stand-in of the original
+    Dassl class registered under the same module path, as a CoOp-style dataset class writes
+    ``split_fewshot/shot_K-seed_S.pkl`` under the original Dassl."""
+    import pickle
+
+    module_name = "dassl.data.datasets.base_dataset"
+    ours = sys.modules[module_name]
+    original = types.ModuleType(module_name)
+    exec(_ORIGINAL_DATUM_SOURCE, original.__dict__)
+    original.Datum.__module__ = module_name
+    sys.modules[module_name] = original
+    try:
+        return pickle.dumps(payload_builder(original.Datum), protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        sys.modules[module_name] = ours
+
+
+def test_original_dassl_fewshot_pickle_loads_into_our_datum(tmp_path):
+    import pickle
+
+    blob = _pickle_with_original_datum(lambda D: {
+        "train": [D("/data/eurosat/2750/Forest/Forest_1.jpg", 1, 0, "Forest"),
+                  D("/data/eurosat/2750/River/River_7.jpg", 8, 0, "River")],
+        "val": [D("/data/eurosat/2750/Highway/Highway_3.jpg", 3, 0, "Highway")],
+    })
+    assert b"_impath" in blob  # the original's dict state, not ours
+    path = tmp_path / "split_fewshot" / "shot_1-seed_1.pkl"
+    path.parent.mkdir()
+    path.write_bytes(blob)
+    with open(path, "rb") as handle:  # exactly what CoOp's dataset classes do
+        data = pickle.load(handle)
+    train, val = data["train"], data["val"]
+    assert all(type(item) is Datum for item in train + val)
+    assert [(d.impath, d.label, d.domain, d.classname) for d in train] == [
+        ("/data/eurosat/2750/Forest/Forest_1.jpg", 1, 0, "Forest"),
+        ("/data/eurosat/2750/River/River_7.jpg", 8, 0, "River")]
+    assert (val[0].impath, val[0].label, val[0].classname) == ("/data/eurosat/2750/Highway/Highway_3.jpg", 3, "Highway")
+    with pytest.raises(AttributeError):
+        train[0].label = 5  # still read-only
+    # and our own Datum round-trips through pickle
+    again = pickle.loads(pickle.dumps(train, protocol=2))
+    assert [(d.impath, d.label, d.classname) for d in again] == [(d.impath, d.label, d.classname) for d in train]
+
+
+def test_pickle_with_unknown_datum_fields_is_refused():
+    import pickle
+
+    blob = _pickle_with_original_datum(lambda D: _with_extra_field(D("a.jpg", 0, 0, "x")))
+    with pytest.raises(TypeError, match=r"unknown field\(s\) \['colour'\]"):
+        pickle.loads(blob)
+
+
+def _with_extra_field(datum):
+    datum._colour = "red"
+    return datum

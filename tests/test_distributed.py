@@ -384,3 +384,72 @@ def test_global_batch_not_divisible_by_world_size(launches):
     assert bad.returncode != 0
     assert "error: DATALOADER.TRAIN_X.BATCH_SIZE=5 is not divisible by the world size 2" in bad.stderr
     assert not os.path.exists(os.path.join(bad.out, "results.json"))
+
+
+# ------------------------------------------------------------------------------- process exit
+def test_exit_process_without_a_process_group_is_sys_exit():
+    assert not dist_utils._joined_process_group
+    for code in (0, 3, None):
+        with pytest.raises(SystemExit) as exit_:
+            dist_utils.exit_process(code)
+        assert exit_.value.code == code
+    dist_utils.destroy_distributed(wait_for_peers=True)  # no process group: nothing to do
+
+
+EXIT_AFTER_A_PROCESS_GROUP = """
+import atexit, sys
+import torch
+from dassl.utils import distributed as dist_utils
+dist_utils.init_distributed("cpu")
+assert dist_utils.all_reduce(torch.ones(2)).tolist() == [1.0, 1.0]
+atexit.register(print, "interpreter teardown")  # runs only if the interpreter is torn down
+dist_utils.destroy_distributed(wait_for_peers=True)
+assert not dist_utils.is_distributed()
+sys.stdout.write("finished")  # still in the buffer: stdout is a pipe
+dist_utils.exit_process(3)
+"""
+
+
+@pytest.mark.slow
+def test_exit_process_after_a_process_group_flushes_and_skips_the_teardown():
+    """A torchrun worker leaves without the interpreter's teardown, which races gloo's worker
+    threads ("terminate called without an active exception"; tools/stress_torchrun.py)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+               LOCAL_RANK="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", EXIT_AFTER_A_PROCESS_GROUP], cwd=str(REPO), env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (proc.returncode, proc.stdout) == (3, "finished"), proc.stderr
+
+
+def test_stress_check_names_the_failing_rank():
+    """tools/stress_torchrun.py reads the ranks and exit codes from torchrun's failure summary."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stress_torchrun", REPO / "tools" / "stress_torchrun.py")
+    stress = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stress)
+    summary = """train.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-07_00:56:13
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 7216)  (SIGTERM)
+  error_file: <N/A>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_00:56:13
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -6 (pid: 7217)  (SIGABRT)
+  error_file: <N/A>
+"""
+    assert stress.failed_ranks(summary) == {0: "-15 (SIGTERM)", 1: "-6 (SIGABRT)"}
+    assert stress.failed_ranks("") == {}

@@ -274,6 +274,19 @@ def test_a_failing_run_stops_its_job_and_the_launch_exits_1_naming_it(repo, env,
             for argv, _ in recorded_calls(env)[3:]] == ["train_base/dtd", "test_new/dtd"]
 
 
+def test_a_job_whose_run_another_process_holds_is_left_to_it(repo, env, tmp_path):
+    env["FAKE_LOCKED"] = "train_base/dtd"
+    proc = launch_cli(repo, env, tmp_path, "base2new", "--methods", "coop", "--datasets", "eurosat", "dtd",
+                      "--seeds", "1", "--jobs", "2")
+    assert proc.returncode == 0, proc.stdout
+    assert "1 ok, 0 failed, 1 left to another process that holds their run" in proc.stdout
+    assert "LOCKED coop-base2new-dtd-seed1: `bash scripts/coop/base2new_train.sh dtd 1` is being run by another " \
+           "process" in proc.stdout
+    assert "Relaunch the same command once the other process has finished" in proc.stdout
+    dirs = [opt(argv, "--output-dir").split("/base2new/")[1].split("/shots")[0] for argv, _ in recorded_calls(env)]
+    assert sorted(dirs) == ["test_new/eurosat", "train_base/dtd", "train_base/eurosat"]  # no test of dtd
+
+
 def test_each_worker_pins_its_job_to_one_gpu(repo, env, tmp_path):
     env["CUDA_VISIBLE_DEVICES"] = "3,5"
     proc = launch_cli(repo, env, tmp_path, "base2new", "--methods", "coop", "--datasets", "eurosat", "dtd",

@@ -4,27 +4,32 @@ Command-line tests run every script under scripts/{cocoop,vpt,language-prompting
 against a repo copy with a fake interpreter (tests/helpers/script_harness.py) and check the exact
 train.py command, the output dirs and the errors. The slow tests run the real base-to-novel
 train + test scripts of each method on a generated EuroSAT with the tiny CLIP.
+
+Scripts and configs are compared with the official ones (KaiyangZhou/CoOp for CoOp,
+muzairkhattak/multimodal-prompt-learning for the rest) through the facts recorded in
+tests/official_facts/facts.json (tests/helpers/official_facts.py), on every machine. With
+PROMPTCLIP_OFFICIAL_REPOS set (docs/DEVELOPING.md), the configs are also compared with the live
+official files; those tests are only defined then, so a plain run neither runs nor skips them.
 """
 import ast
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import train_server_env
 import yaml
 
+from tests.helpers import official_facts
 from tests.helpers.script_harness import (
     REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
 )
 
 TRAINER_CONFIGS = REPO_ROOT / "configs" / "trainers"
-OFFICIAL_REPOS = {
-    "CoOp": Path("/work/ref/KaiyangZhou+CoOp"),
-    "lineage": Path("/work/ref/muzairkhattak+multimodal-prompt-learning"),
-}
+LIVE = official_facts.live_root() is not None  # PROMPTCLIP_OFFICIAL_REPOS is set
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,65 @@ def test_xd_test_loads_the_imagenet_model(repo, env, tmp_path, key):
     )]
 
 
+# --- scripts: the official command lines ------------------------------------------------------
+
+# VPT / LP / IVLP: the official xd_test loads epoch 2 of a 5-epoch run (never written); ours the last
+OFFICIAL_XD_LOAD_EPOCH = {"vpt": 2, "lp": 2, "ivlp": 2}
+
+
+def official_script(method, step):
+    """Recorded facts of the official script ours copies (same path in the official repository)."""
+    return official_facts.recorded_script(official_facts.LINEAGE, f"scripts/{method.script(step)}")
+
+
+def replace_flag(argv, flag, official_value, ours):
+    """``argv`` with ``flag``'s value, which must be ``official_value``, replaced by ``ours``."""
+    assert argv[argv.index(flag) + 1] == official_value, (flag, argv)
+    return official_facts.with_flag(argv, flag, ours)
+
+
+@pytest.mark.parametrize("key,step", [(k, s) for k in sorted(METHODS) for s in ("base2new_train", "base2new_test")])
+def test_base2new_command_is_the_official_command_line(repo, env, tmp_path, key, step):
+    """Same positional arguments, same train.py arguments in the same order as the official script."""
+    method = METHODS[key]
+    args = ["eurosat", "4"]
+    if step == "base2new_test":
+        (repo / base2new_dirs(method, "eurosat", 4)[0]).mkdir(parents=True)
+    proc = run_script(repo, method.script(step), args, env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [(argv, _)] = recorded_calls(env)
+    official = official_facts.official_command(official_script(method, step), args, DATA=env["DATA"])
+    assert argv == ["train.py", *official]
+
+
+@pytest.mark.parametrize("key,step", [(k, s) for k in sorted(METHODS) for s in ("xd_train", "xd_test")])
+def test_xd_command_is_the_official_one_in_our_layout(repo, env, tmp_path, key, step):
+    """The official command but for the dirs, which follow the base-to-novel layout
+    (output/xd/{train,test}/<dataset>/shots_<n>/<trainer>/<cfg>/seed<s>; official:
+    output/<source>/<trainer>/<cfg>_<n>shots/seed<s> and output/evaluation/<trainer>/<cfg>_<n>shots/<target>/seed<s>),
+    and VPT / LP / IVLP's load epoch (OFFICIAL_XD_LOAD_EPOCH)."""
+    method = METHODS[key]
+    facts = official_script(method, step)
+    args = script_args(method, step, "imagenet" if step == "xd_train" else "caltech101", "4")
+    cfg, trainer = method.xd_cfg, method.trainer
+    official_train_dir = f"output/imagenet/{trainer}/{cfg}_16shots/seed4"
+    train_dir = f"output/xd/train/imagenet/shots_16/{trainer}/{cfg}/seed4"
+    expected = official_facts.official_command(facts, args, DATA=env["DATA"])
+    if step == "xd_train":
+        expected = replace_flag(expected, "--output-dir", official_train_dir, train_dir)
+    else:
+        (repo / train_dir).mkdir(parents=True)
+        expected = replace_flag(expected, "--output-dir", f"output/evaluation/{trainer}/{cfg}_16shots/caltech101/seed4",
+                                f"output/xd/test/caltech101/shots_16/{trainer}/{cfg}/seed4")
+        expected = replace_flag(expected, "--model-dir", official_train_dir, train_dir)
+        expected = replace_flag(expected, "--load-epoch", str(OFFICIAL_XD_LOAD_EPOCH.get(key, method.xd_load_epoch)),
+                                str(method.xd_load_epoch))
+    proc = run_script(repo, method.script(step), args, env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [(argv, _)] = recorded_calls(env)
+    assert argv == ["train.py", *expected]
+
+
 def test_train_then_test_chain_through_the_fake_runs(repo, env, tmp_path):
     """Each train script writes exactly where its test script looks for the model."""
     pairs = (("xd_train", "xd_test", "imagenet_sketch"), ("base2new_train", "base2new_test", "eurosat"))
@@ -396,15 +460,31 @@ OFFICIAL_CONFIGS = [r for r in ALL_TRAINER_CONFIGS if r.split("/")[0] in ("CoOp"
                     and not r.split("/")[1].startswith("mini_clip")]
 
 
+def official_config(relpath):
+    """(official repository, path in it) of configs/trainers/<relpath>."""
+    return official_facts.CONFIG_REPOSITORY[relpath.split("/")[0]], f"configs/trainers/{relpath}"
+
+
+def test_config_folders_hold_the_official_set():
+    """Our CoOp / CoCoOp / VPT / IVLP / MaPLe configs are the recorded official folders, file for file
+    (with PROMPTCLIP_OFFICIAL_REPOS, tests/test_official_facts.py checks those are the live folders)."""
+    recorded = sorted(path for repo, kind, path in official_facts.recorded_entries()
+                      if kind == "configs" and repo in (official_facts.COOP, official_facts.LINEAGE))
+    assert recorded == sorted(official_config(r)[1] for r in OFFICIAL_CONFIGS)
+
+
 @pytest.mark.parametrize("relpath", OFFICIAL_CONFIGS)
-def test_trainer_config_equals_the_official_file(relpath):
-    official_repo = OFFICIAL_REPOS["CoOp" if relpath.startswith("CoOp/") else "lineage"]
-    official = official_repo / "configs" / "trainers" / relpath
-    if not official_repo.is_dir():
-        pytest.skip(f"official repository not on this machine: {official_repo}")
-    assert official.is_file(), f"no official counterpart for {relpath}"
-    ours = yaml.safe_load((TRAINER_CONFIGS / relpath).read_text())
-    assert ours == yaml.safe_load(official.read_text())
+def test_trainer_config_equals_the_recorded_official_values(relpath):
+    ours = official_facts.config_facts((TRAINER_CONFIGS / relpath).read_text())
+    assert ours == official_facts.recorded_config(*official_config(relpath))
+
+
+if LIVE:
+    @pytest.mark.parametrize("relpath", OFFICIAL_CONFIGS)
+    def test_trainer_config_equals_the_official_file(relpath):
+        official = official_facts.live_file(*official_config(relpath))
+        ours = yaml.safe_load((TRAINER_CONFIGS / relpath).read_text())
+        assert ours == yaml.safe_load(official.read_text())
 
 
 # --- end to end: real base2new train + test scripts with the tiny CLIP ----------------------------
@@ -420,7 +500,7 @@ def test_base2new_scripts_train_then_evaluate_novel_classes(tmp_path, key, tiny_
     method = METHODS[key]
     env = dict(os.environ)
     env.update(
-        DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), PYTHON=sys.executable, SHOTS="2", LOADEP="1",
+        DATA=eurosat_root, OUTPUT=str(tmp_path / "out"), **train_server_env(), SHOTS="2", LOADEP="1",
         EXTRA_OPTS=(f"--backbone {tiny_clip_path} --device cpu INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 1 "
                     f"DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 50 "
                     f"TRAINER.{method.config_node}.PREC fp32"),

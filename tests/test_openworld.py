@@ -109,3 +109,57 @@ def test_log_parser_reads_overall_and_openworld_lines_apart(tmp_path, capsys):
     assert metrics["base_accuracy"] == pytest.approx(BASE, abs=0.05)
     assert metrics["new_accuracy"] == pytest.approx(NEW, abs=0.05)
     assert math.isclose(metrics["hm"], harmonic_mean(BASE, NEW), abs_tol=0.05)
+
+
+# ------------------------------------------------ open-world metrics without the flag (issue 15)
+def test_trained_classes_are_read_from_checkpoint_results_or_log(tmp_path):
+    from dassl.engine.trainer import trained_subsample
+
+    ours = {"state_dict": {}, "trainer_state": {"config": {"DATASET.SUBSAMPLE_CLASSES": "'base'"}}}
+    assert trained_subsample(ours, str(tmp_path)) == "base"
+    # no record in the checkpoint (released weights): results.json beside them, then log.txt
+    assert trained_subsample({"state_dict": {}}, str(tmp_path)) is None
+    (tmp_path / "log.txt").write_text(
+        "** Config **\nDATALOADER:\n  NUM_WORKERS: 8\nDATASET:\n  NAME: EuroSAT\n  NUM_SHOTS: 16\n"
+        "  SOURCE_DOMAINS: ()\n  SUBSAMPLE_CLASSES: base\n  VAL_PERCENT: 0.1\nINPUT:\n  SIZE: (224, 224)\n")
+    assert trained_subsample({"state_dict": {}}, str(tmp_path)) == "base"
+    (tmp_path / "results.json").write_text('{"subsample_classes": "all"}')
+    assert trained_subsample({"state_dict": {}}, str(tmp_path)) == "all"
+    # a SUBSAMPLE_CLASSES line of another config node does not count
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "log.txt").write_text("TRAINER:\n  X:\n    SUBSAMPLE_CLASSES: base\n")
+    assert trained_subsample({"state_dict": {}}, str(other)) is None
+
+
+class _Loaded:
+    """The part of a trainer that ``after_load_model`` looks at."""
+
+    def __init__(self, setting, subsample, trained):
+        from dassl.evaluation import Classification
+
+        self.cfg = openworld_cfg(enabled=setting, subsample=subsample)
+        self.evaluator = Classification(self.cfg)
+        self.trained_classes = trained
+
+
+@pytest.mark.parametrize("setting, subsample, trained, expected", [
+    (None, "all", "base", True),     # BMIP's open-world protocol: automatic
+    (None, "all", "all", False),     # trained on every class: not open-world
+    (None, "all", None, False),      # nothing recorded: no guess
+    (None, "new", "base", False),    # base-to-novel test on the new classes
+    (False, "all", "base", False),   # explicit override: off
+    (True, "all", "all", True),      # explicit override: on
+])
+def test_openworld_metrics_follow_what_the_model_was_trained_on(setting, subsample, trained, expected, capsys):
+    from dassl.engine.trainer import SimpleTrainer
+
+    trainer = _Loaded(setting, subsample, trained)
+    SimpleTrainer.after_load_model(trainer)
+    assert trainer.evaluator.openworld is expected
+    assert ("open-world metrics" in capsys.readouterr().out) is (expected and setting is None)
+
+
+def test_openworld_setting_must_be_true_false_or_none():
+    with pytest.raises(ValueError, match="TEST.OPENWORLD_METRICS must be True, False or None"):
+        Classification(openworld_cfg(enabled="yes"))

@@ -213,3 +213,138 @@ def test_cli_prints_summary_and_exits_nonzero_when_nothing_found(mixed_experimen
     empty = run_cli(str(tmp_path / "empty"))
     assert empty.returncode == 1
     assert "no 'accuracy' result found" in empty.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# N of M runs, precision, fallback, --strict
+# ---------------------------------------------------------------------------------------------
+
+
+def write_log_only(run_dir, printed):
+    """A finished run that left only log.txt, its test accuracy printed as ``printed`` (text)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "log.txt").write_text(
+        f"Finish training\nEvaluate on the *test* set\n=> result\n* accuracy: {printed}%\n")
+
+
+def test_summary_says_n_of_m_runs_and_names_each_skipped_run_once(tmp_path, capsys):
+    write_results_json(tmp_path / "seed1", 80.0)
+    write_results_json(tmp_path / "seed2", 82.0)
+    (tmp_path / "seed3").mkdir()  # never ran
+    write_results_json(tmp_path / "seed4", 10.0, complete=False)
+    crashed = tmp_path / "seed5"  # unreadable results.json, and its log has no final result either
+    crashed.mkdir()
+    (crashed / "results.json").write_text("{not json")
+    (crashed / "log.txt").write_text("epoch [1/10]\n")
+    summaries = ptr.parse_experiment(str(tmp_path))
+    captured = capsys.readouterr()
+    assert summaries["accuracy"].num_runs == 2 and summaries["accuracy"].expected_runs == 5
+    assert "* accuracy: 81.00% +- 1.00% (2 of 5 runs)\n" in captured.out
+    warnings = captured.err.splitlines()
+    for skipped in ("seed3", "seed4", "seed5"):
+        naming = [line for line in warnings if f"{tmp_path / skipped}" in line]
+        assert len(naming) == 1 and naming[0].startswith("WARNING: "), (skipped, captured.err)
+    assert not any(f"{tmp_path / kept}" in captured.err for kept in ("seed1", "seed2"))
+
+
+def test_complete_experiment_keeps_coops_summary_line(tmp_path, capsys):
+    write_results_json(tmp_path / "seed1", 80.0)
+    write_results_json(tmp_path / "seed2", 82.0)
+    summaries = ptr.parse_experiment(str(tmp_path))
+    captured = capsys.readouterr()
+    assert summaries["accuracy"].expected_runs == 2 and summaries["accuracy"].runs_note() == ""
+    assert f"Summary of directory: {tmp_path}\n* accuracy: 81.00% +- 1.00%\n===\n" in captured.out
+    assert captured.err == ""
+
+
+def test_json_and_log_values_of_one_mean_are_taken_at_the_log_precision(tmp_path, capsys):
+    # The same true accuracy: seed1 kept results.json (exact), seed2 only its log (1 decimal).
+    write_results_json(tmp_path / "seed1", 71.2345)
+    write_log_only(tmp_path / "seed2", "71.2")
+    assert np.std([71.2345, 71.2]) > 0.017  # what mixing the precisions would report
+    summaries = ptr.parse_experiment(str(tmp_path))
+    captured = capsys.readouterr()
+    assert summaries["accuracy"].values == [71.2, 71.2]
+    assert summaries["accuracy"].spread == 0.0
+    assert summaries["accuracy"].mean == pytest.approx(71.2, abs=1e-12)
+    assert summary_line(captured.out) == (71.20, 0.00)
+    notes = [line for line in captured.err.splitlines() if line.startswith("NOTE:")]
+    assert len(notes) == 1 and str(tmp_path) in notes[0] and "1 of 2 runs" in notes[0], captured.err
+
+
+def test_precision_rule_rounds_as_dassl_prints_and_leaves_pure_means_exact(tmp_path, capsys):
+    # 71.25 is exactly representable: Dassl's f"{:.1f}" prints 71.2 (round half to even), 71.26 -> 71.3
+    for seed, accuracy in ((1, 71.25), (2, 71.26)):
+        write_results_json(tmp_path / "mixed" / f"seed{seed}", accuracy)
+    write_log_only(tmp_path / "mixed" / "seed3", "71.2")
+    assert ptr.parse_experiment(str(tmp_path / "mixed"))["accuracy"].values == [71.2, 71.3, 71.2]
+    # only results.json: exact values, no note
+    for seed, accuracy in ((1, 71.2345), (2, 71.2355)):
+        write_results_json(tmp_path / "exact" / f"seed{seed}", accuracy)
+    capsys.readouterr()
+    exact = ptr.parse_experiment(str(tmp_path / "exact"))["accuracy"]
+    assert exact.values == [71.2345, 71.2355] and exact.mean == pytest.approx(71.235, abs=1e-12)
+    # only logs: the printed values, no note
+    for seed, printed in ((1, "71.2"), (2, "71.4")):
+        write_log_only(tmp_path / "logs" / f"seed{seed}", printed)
+    assert ptr.parse_experiment(str(tmp_path / "logs"))["accuracy"].values == [71.2, 71.4]
+    assert "NOTE" not in capsys.readouterr().err
+
+
+def test_unreadable_results_json_falls_back_to_log(tmp_path, capsys):
+    corrupt = tmp_path / "seed1"
+    write_train_log(corrupt, val_accuracy=10.0, test_accuracy=70.0)
+    (corrupt / "results.json").write_text('{"complete": true, "metrics": {"accuracy": 7')  # cut short
+    no_metrics = tmp_path / "seed2"
+    write_train_log(no_metrics, val_accuracy=10.0, test_accuracy=74.0)
+    (no_metrics / "results.json").write_text("[]")
+    incomplete = tmp_path / "seed3"  # marked incomplete: no fallback, even with a finished log
+    write_train_log(incomplete, val_accuracy=10.0, test_accuracy=99.0)
+    write_results_json(incomplete, 99.0, complete=False)
+    summaries = ptr.parse_experiment(str(tmp_path))
+    captured = capsys.readouterr()
+    assert summaries["accuracy"].values == [70.0, 74.0]
+    assert f"file: {corrupt / 'log.txt'}. accuracy: 70.00%." in captured.out
+    assert "(2 of 3 runs)" in captured.out
+    assert f"cannot read {corrupt / 'results.json'}" in captured.err
+    assert f"read {corrupt / 'log.txt'} instead" in captured.err
+    assert (f"{no_metrics / 'results.json'} has no 'metrics' object; read {no_metrics / 'log.txt'} instead"
+            in captured.err)
+    assert f"{incomplete / 'results.json'} is marked incomplete" in captured.err
+
+
+def test_strict_exit_status_in_experiment_mode(tmp_path, capsys):
+    complete = tmp_path / "complete"
+    for seed, accuracy in ((1, 80.0), (2, 82.0), (3, 84.0)):
+        write_results_json(complete / f"seed{seed}", accuracy)
+    assert ptr.main([str(complete), "--strict"]) == 0
+    assert "--strict" not in capsys.readouterr().err
+
+    partial = tmp_path / "partial"
+    for seed, accuracy in ((1, 80.0), (2, 82.0)):
+        write_results_json(partial / f"seed{seed}", accuracy)
+    (partial / "seed3").mkdir()
+    assert ptr.main([str(partial)]) == 0  # without --strict: warnings only, as before
+    capsys.readouterr()
+    assert ptr.main([str(partial), "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "* accuracy: 81.00% +- 1.00% (2 of 3 runs)" in captured.out  # printed before failing
+    assert captured.err.splitlines()[-1] == (
+        "ERROR: --strict: 1 of 3 expected runs is missing or incomplete (see the warnings above)")
+
+    # --multi-exp counts over every experiment
+    assert ptr.main([str(tmp_path), "--multi-exp", "--strict"]) == 1
+    assert "ERROR: --strict: 1 of 6 expected runs is missing" in capsys.readouterr().err
+    (partial / "seed3").rmdir()
+    assert ptr.main([str(tmp_path), "--multi-exp", "--strict"]) == 0
+
+
+def test_strict_cli_exit_codes(tmp_path):
+    write_results_json(tmp_path / "seed1", 80.0)
+    write_results_json(tmp_path / "seed2", 82.0)
+    assert run_cli(str(tmp_path), "--strict").returncode == 0
+    write_results_json(tmp_path / "seed3", 50.0, complete=False)
+    assert run_cli(str(tmp_path)).returncode == 0
+    strict = run_cli(str(tmp_path), "--strict")
+    assert strict.returncode == 1
+    assert "(2 of 3 runs)" in strict.stdout and "1 of 3 expected runs" in strict.stderr

@@ -9,11 +9,12 @@ ImageNet models xd trained. Each sweep runs once per module (module-scoped fixtu
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import train_server_env
 
 import parse_test_res
 from tests.helpers.fake_datasets import (
@@ -75,7 +76,7 @@ def sweep(data_root, tiny_clip_path, tmp_path_factory):
         env = dict(os.environ)
         env.pop("PROMPTCLIP_DEBUG", None)
         env.update(
-            DATA=data_root, OUTPUT=str(output), PYTHON=sys.executable, EXTRA_OPTS=extra_opts,
+            DATA=data_root, OUTPUT=str(output), **train_server_env(), EXTRA_OPTS=extra_opts,
             SEEDS=" ".join(map(str, SEEDS)), SHOTS=str(SHOTS), LOADEP="1", DATASETS=" ".join(DATASETS),
         )
         env.update(overrides)

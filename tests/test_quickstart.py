@@ -6,10 +6,11 @@ BMIP must beat zero-shot CLIP's base-class accuracy by at least 5 points.
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import train_server_env
 
 from conftest import REPO
 
@@ -27,7 +28,7 @@ def _accuracy(out, step, trainer):
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     out = tmp_path_factory.mktemp("qs") / "quickstart"
-    env = dict(os.environ, PYTHON=sys.executable, OUTPUT=str(out), METHODS="zsclip coop bmip",
+    env = dict(os.environ, **train_server_env(), OUTPUT=str(out), METHODS="zsclip coop bmip",
                EPOCHS=str(EPOCHS))
     proc = subprocess.run(["bash", str(REPO / "scripts/quickstart.sh")], cwd=str(out.parent), env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -75,7 +76,7 @@ def test_a_second_quickstart_reruns_nothing(quickstart):
 
 @pytest.mark.parametrize("epochs", ["1", "two"])
 def test_too_few_or_bad_epochs_are_refused_before_anything_runs(tmp_path, epochs):
-    env = dict(os.environ, PYTHON=sys.executable, OUTPUT=str(tmp_path / "qs"), EPOCHS=epochs)
+    env = dict(os.environ, **train_server_env(), OUTPUT=str(tmp_path / "qs"), EPOCHS=epochs)
     proc = subprocess.run(["bash", str(REPO / "scripts/quickstart.sh")], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -18,20 +18,19 @@ end makes sure no code path unpickles arbitrary objects.
 """
 import ast
 import concurrent.futures
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, train_server_env
+from tests.helpers.files import digest_tree
 from dassl.utils import atomic_open, remove_stale_temp_files
 from dassl.utils.faults import FAULT_ENV, FAULT_POINTS, parse_fault_spec
 
@@ -66,13 +65,13 @@ def run_args(root, clip_path, out):
 def run(workdir, name, args, fault=None):
     """Run train.py to the end (or RUN_TIMEOUT) with its output in files; return a summary dict."""
     stdout_path, stderr_path = Path(workdir) / f"{name}.stdout", Path(workdir) / f"{name}.stderr"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **train_server_env())
     for key in ("PROMPTCLIP_DEBUG", FAULT_ENV):
         env.pop(key, None)
     if fault:
         env[FAULT_ENV] = fault
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=str(REPO),
+        proc = subprocess.Popen([env["PYTHON"], str(REPO / "train.py"), *map(str, args)], cwd=str(REPO),
                                 env=env, stdout=stdout, stderr=stderr, start_new_session=True)
         try:
             proc.wait(timeout=RUN_TIMEOUT)
@@ -88,14 +87,8 @@ def describe(result):
             f"\nSTDERR:\n{result['stderr'][-3000:]}")
 
 
-def snapshot(out):
-    """{relative path: sha256} of every file under ``out``."""
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(out).rglob("*")) if p.is_file()}
-
-
 def temp_files(out):
-    return sorted(p for p in snapshot(out) if TEMP_FILE.match(Path(p).name))
+    return sorted(p for p in digest_tree(out) if TEMP_FILE.match(Path(p).name))
 
 
 def checkpoints(out):
@@ -149,18 +142,18 @@ def campaign(tmp_path_factory, eurosat_root, tiny_clip_path):
             fault = fault.replace("LAST", str(n_writes.result()))
         out = workdir / name
         killed = run(workdir, f"{name}.killed", args(name), fault=fault)
-        after_kill = {"files": snapshot(out), "temp": temp_files(out),
+        after_kill = {"files": digest_tree(out), "temp": temp_files(out),
                       "log": (out / "log.txt").read_text() if (out / "log.txt").exists() else ""}
         rerun = run(workdir, f"{name}.rerun", args(name))
         found[name] = {"fault": fault, "killed": killed, "after_kill": after_kill, "rerun": rerun,
-                       "files": snapshot(out)}
+                       "files": digest_tree(out)}
 
     def disk_full():
         name = "disk-full"
         fault = f"checkpoint_write:{n_writes.result()}:enospc"
         out = workdir / name
         failed = run(workdir, f"{name}.failed", args(name), fault=fault)
-        after = {"files": snapshot(out)}
+        after = {"files": digest_tree(out)}
         after["epoch1"] = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True) \
             if (out / "prompt_learner" / "model.pth.tar-1").exists() else None
         after["pointer"] = (out / "prompt_learner" / "checkpoint").read_text()
@@ -174,9 +167,9 @@ def campaign(tmp_path_factory, eurosat_root, tiny_clip_path):
         shutil.copytree(workdir / "reference", out)
         victim = out / "prompt_learner" / "model.pth.tar-2"
         victim.write_bytes(victim.read_bytes()[:300])
-        before = snapshot(out)
+        before = digest_tree(out)
         found[name] = {"victim": str(victim), "before": before, "run": run(workdir, name, args(name)),
-                       "after": snapshot(out)}
+                       "after": digest_tree(out)}
 
     def guarded(name, job, *job_args):
         # A case that breaks is reported by its own test, not by every test of the file.
@@ -329,6 +322,9 @@ PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib
 # The only places allowed to unpickle, and why (docs/RELIABILITY.md, "Loading is safe"):
 ALLOWED = {
     # load_checkpoint: torch.load(weights_only=weights_only), True by default; no caller passes False.
+    # When safe loading refuses a global, it retries with _InertUnpickler restricted to inert
+    # stand-ins for torch.optim classes (original-Dassl checkpoints pickle their scheduler);
+    # any other global raises RefusedGlobal, so nothing is built or called.
     ("dassl/utils/torchtools.py", "torch.load", "load_checkpoint"),
     # load_released_checkpoint: checkpoints of the original Dassl pickle their scheduler; they are
     # unpickled by _InertUnpickler, which resolves only torch's weights-only globals and turns

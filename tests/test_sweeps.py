@@ -10,10 +10,11 @@ import json
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import train_server_env
 
 from tests.helpers.script_harness import (
     REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
@@ -339,6 +340,20 @@ def test_a_failing_run_stops_the_sweep(repo, env, tmp_path):
     assert "[2/8]" not in proc.stdout
 
 
+def test_a_run_locked_by_another_process_is_skipped_with_its_group(repo, env, tmp_path):
+    """train.py exits 75 when another live run holds the output dir: the sweep leaves that run
+    (and the test that needs its model) to the other process and does everything else."""
+    env["FAKE_LOCKED"] = "train_base/eurosat/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed1"
+    proc = sweep(repo, env, tmp_path, "base2new", "maple")
+    assert proc.returncode == 0, proc.stderr
+    done = [opt(argv, "--output-dir").split("/base2new/")[1] for argv, _ in recorded_calls(env)]
+    assert len(done) == 7  # 8 runs planned; the locked one was attempted, its test was not
+    assert not any(d.startswith("test_new/eurosat/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed1") for d in done)
+    assert "Skipped: another process is running it right now" in proc.stdout
+    assert "Skipped: it needs the run that another process is doing (eurosat seed 1)" in proc.stdout
+    assert "2 skipped because another process holds them" in proc.stdout
+
+
 # --- per-run scripts added for these protocols --------------------------------------------------
 
 def test_base2new_test_with_sub_all_asks_for_openworld_metrics(repo, env, tmp_path):
@@ -419,7 +434,7 @@ def test_coop_base2new_and_openworld_sweeps_end_to_end(tmp_path, tiny_clip_path,
     env.pop("SUB", None)
     out = tmp_path / "out"
     env.update(
-        DATA=eurosat_root, OUTPUT=str(out), PYTHON=sys.executable, DATASETS="eurosat", SEEDS="1",
+        DATA=eurosat_root, OUTPUT=str(out), **train_server_env(), DATASETS="eurosat", SEEDS="1",
         SHOTS="2", LOADEP="1",
         EXTRA_OPTS=(f"--backbone {tiny_clip_path} --device cpu INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 1 "
                     "DATALOADER.NUM_WORKERS 0 DATALOADER.TRAIN_X.BATCH_SIZE 4 DATALOADER.TEST.BATCH_SIZE 50 "

@@ -50,7 +50,8 @@ def parse_csv(text):
 
 
 def number(cell):
-    return float(cell.split("±")[0])
+    """The mean of a markdown cell, without its ± spread or footnote marker (e.g. "50.00¹")."""
+    return float(cell.split("±")[0].rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
 def table(kind, output, *args, capsys=None):
@@ -458,3 +459,137 @@ def test_base2new_rows_methods_puts_one_method_per_row(base2new_output, capsys):
     # other tables have no such layout
     status, _, err = table("xd", base2new_output, "--rows", "methods", capsys=capsys)
     assert status == 1 and "--rows methods is a base2new layout" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# cells from fewer runs than expected: footnotes, precision, --strict
+# ---------------------------------------------------------------------------------------------
+
+COOP_LABEL, MAPLE_LABEL = "/".join(COOP), "/".join(MAPLE)
+
+
+def drop_run(output, step, dataset, method, seed):
+    """Remove one run's results.json (the run dir stays: a run that never finished)."""
+    run = protocol_dir(output, f"base2new/{step}", dataset, method, seed)
+    (run / "results.json").unlink()
+    return run
+
+
+def test_partial_cells_get_markdown_footnotes(base2new_output, capsys):
+    complete = table("base2new", base2new_output, capsys=capsys)[1]
+    assert not any(mark in complete for mark in "¹²") and "runs" not in complete
+    drop_run(base2new_output, "test_new", "eurosat", COOP, 2)
+    status, out, err = table("base2new", base2new_output, "--std", capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    assert rows["EuroSAT"][f"{COOP_LABEL} New"] == "50.00 ± 0.00¹"
+    # derived cells (HM, Average) and complete cells carry no marker
+    marked = [(name, header) for name, row in rows.items() for header, text in row.items() if "¹" in text]
+    assert marked == [("EuroSAT", f"{COOP_LABEL} New")]
+    assert out.rstrip("\n").endswith("|\n\n¹ 1 of 2 runs")
+
+    # one footnote per distinct "N of M runs", numbered in reading order
+    status, out, _ = table("base2new", base2new_output, "--seeds", "1", "2", "3", capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert rows["DTD"][f"{COOP_LABEL} Base"] == "71.00¹"
+    assert rows["EuroSAT"][f"{COOP_LABEL} New"] == "50.00²"
+    assert rows["EuroSAT"][f"{MAPLE_LABEL} New"] == "72.00¹"
+    assert out.rstrip("\n").endswith("|\n\n¹ 2 of 3 runs\n² 1 of 3 runs")
+
+
+def test_partial_cells_csv_stays_numeric_with_comment_footnotes(base2new_output, capsys):
+    drop_run(base2new_output, "test_new", "eurosat", COOP, 2)
+    drop_run(base2new_output, "train_base", "dtd", MAPLE, 1)
+    status, out, err = table("base2new", base2new_output, "--format", "csv", capsys=capsys)
+    assert status == 0, err
+    body, notes = out.rstrip("\n").split("\n\n")
+    assert notes.splitlines() == [
+        ptr.CSV_FOOTNOTE_HEADER,
+        f"# DTD, {MAPLE_LABEL} Base: 1 of 2 runs",
+        f"# EuroSAT, {COOP_LABEL} New: 1 of 2 runs",
+    ]
+    # a csv reader skipping blank and '#' lines reads the plain table, every value a number
+    kept = [line for line in out.splitlines() if line and not line.startswith("#")]
+    headers, rows = parse_csv("\n".join(kept))
+    assert "\n".join(kept) == body
+    assert float(rows["EuroSAT"][f"{COOP_LABEL} New"]) == 50.0
+    assert float(rows["DTD"][f"{MAPLE_LABEL} Base"]) == 79.0
+    assert all(float(rows[name][header]) for name in rows for header in headers[1:])
+    # a complete table has no trailing lines at all
+    assert "#" not in table("base2new", base2new_output, "--format", "csv", "--seeds", "2", capsys=capsys)[1]
+
+
+def test_partial_cells_latex_footnotes(base2new_output, capsys):
+    drop_run(base2new_output, "test_new", "eurosat", COOP, 2)
+    status, out, err = table("base2new", base2new_output, "--format", "latex", "--std", capsys=capsys)
+    assert status == 0, err
+    eurosat_line = next(line for line in out.splitlines() if line.strip().startswith("EuroSAT"))
+    assert r"50.00 $\pm$ 0.00$^{1}$" in eurosat_line and eurosat_line.count("&") == 6
+    assert eurosat_line.count("$^{") == 1
+    tabular, footnotes = out.rstrip("\n").split("\\end{tabular}")
+    assert "$^{1}$" in tabular and footnotes == "\n\n$^{1}$ 1 of 2 runs"
+    _, out, _ = table("base2new", base2new_output, "--format", "latex", "--seeds", "1", "2", "3", capsys=capsys)
+    assert out.rstrip("\n").endswith("\\end{tabular}\n\n$^{1}$ 2 of 3 runs \\\\\n$^{2}$ 1 of 3 runs")
+
+
+def test_openworld_metric_missing_from_one_run_footnotes_only_that_cell(openworld_output, capsys):
+    run = protocol_dir(openworld_output, "base2new/test_all", "dtd", COOP, 2)
+    write_run(run, accuracy=99.0)  # no hm: the run counts for Acc, not for HM
+    status, out, err = table("openworld", openworld_output, capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    assert rows[COOP_LABEL]["DTD HM"] == "50.00¹"
+    assert rows[COOP_LABEL]["DTD Acc"] == "69.50"
+    assert sum(line.count(str(run)) for line in err.splitlines()) == 1
+
+
+def test_table_mean_never_mixes_json_and_log_precision(base2new_output, capsys):
+    # seed1 kept only its log (71.2 printed), seed2 its results.json (71.2345): one true value
+    seed1 = drop_run(base2new_output, "train_base", "dtd", COOP, 1)
+    (seed1 / "log.txt").write_text("Finish training\n=> result\n* accuracy: 71.2%\n")
+    write_run(protocol_dir(base2new_output, "base2new/train_base", "dtd", COOP, 2), accuracy=71.2345)
+    status, out, err = table("base2new", base2new_output, "--std", capsys=capsys)
+    assert status == 0
+    _, rows = parse_markdown(out)
+    assert rows["DTD"][f"{COOP_LABEL} Base"] == "71.20 ± 0.00"  # not 71.22 ± 0.02
+    config_dir = seed1.parent
+    assert err.count("NOTE:") == 1 and f"NOTE: {config_dir}: accuracy: 1 of 2 runs" in err
+
+
+def test_table_falls_back_to_log_when_results_json_is_corrupt(base2new_output, capsys):
+    run = protocol_dir(base2new_output, "base2new/test_new", "dtd", MAPLE, 1)
+    (run / "results.json").write_text('{"complete": true, "metr')
+    (run / "log.txt").write_text("Evaluate on the *test* set\n=> result\n* accuracy: 54.0%\n")
+    status, out, err = table("base2new", base2new_output, capsys=capsys)
+    assert status == 0
+    _, rows = parse_markdown(out)
+    assert rows["DTD"][f"{MAPLE_LABEL} New"] == "55.50"  # (54.0 + 57.0) / 2, both runs used
+    assert f"cannot read {run / 'results.json'}" in err and f"read {run / 'log.txt'} instead" in err
+
+
+def test_strict_exit_status_in_table_mode(base2new_output, fewshot_output, capsys):
+    status, _, err = table("base2new", base2new_output, "--strict", capsys=capsys)
+    assert status == 0 and err == ""
+    missing = drop_run(base2new_output, "test_new", "eurosat", COOP, 2)
+    status, out, err = table("base2new", base2new_output, capsys=capsys)
+    assert status == 0  # without --strict: a footnote and a warning, as before
+    status, out, err = table("base2new", base2new_output, "--strict", capsys=capsys)
+    assert status == 1
+    assert "¹ 1 of 2 runs" in out  # the table is still printed
+    assert str(missing) in err
+    assert err.splitlines()[-1] == (
+        "ERROR: --strict: 1 of 16 expected runs is missing or incomplete (see the warnings above)")
+    # a config dir that never ran counts all its seeds; so do gaps (fewshot: MaPLe dtd 2 shots)
+    status, _, err = table("fewshot", fewshot_output, "--strict", "--format", "csv", capsys=capsys)
+    assert status == 1 and "ERROR: --strict: 2 of 16 expected runs are missing" in err
+    status, _, _ = table("fewshot", fewshot_output, "--strict", "--trainers", "CoOp", capsys=capsys)
+    assert status == 0
+
+
+def test_strict_cli_exit_codes_in_table_mode(transfer_output):
+    command = [sys.executable, str(REPO / "parse_test_res.py"), "--table", "xd", str(transfer_output), "--strict"]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
+    (transfer_output / "xd" / "test" / "dtd" / "shots_16" / "CoOp" / COOP[1] / "seed2" / "results.json").unlink()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "1 of 12 expected runs is missing" in proc.stderr
+    assert "40.00¹" in proc.stdout and "¹ 1 of 2 runs" in proc.stdout

@@ -176,7 +176,8 @@ class BMIPPromptLearner(nn.Module):
             nn.init.normal_(first, std=0.02)
             mode = bcfg.SHARED_VISUAL_PROMPT
             if mode == "tied":
-                self.compound_prompts_visual.append(nn.Parameter(first))
+                if n_deep:  # depth 1 has no deep layer to share a prompt between
+                    self.compound_prompts_visual.append(nn.Parameter(first))
             else:
                 for _ in range(n_deep):
                     # "alias": one storage under n_deep Parameters (each applies its own
@@ -269,6 +270,35 @@ def _clones(module, n):
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
+def _official_unused(key, n_deep, n_text_deep):
+    """Whether ``key`` of an official BMIP checkpoint is a tensor its forward never uses."""
+    if key == "prompt_learner.ctx_v" or key.startswith(("prompt_learner.proj_v.", "prompt_learner.exchange_layer_",
+                                                        "prompt_learner.compound_exchange_")):
+        return True
+    if key.startswith("prompt_learner.single_layer_t.") and n_deep == 0:
+        return True
+    if key.startswith("prompt_learner.single_layer_v.") and n_text_deep == 0:
+        return True
+    match = re.match(r"^prompt_learner\.compound_prompt_projections_v\.(\d+)\.", key)
+    return bool(match) and int(match.group(1)) >= n_text_deep
+
+
+def _summarise_keys(keys):
+    """Keys with their ``.weight``/``.bias`` (and per-block) variants folded: a readable list."""
+    folded = []
+    for key in keys:
+        short = re.sub(r"\.(weight|bias)$", "", key)
+        short = re.sub(r"resblocks\.\d+\.", "resblocks.*.", short)
+        if short not in folded:
+            folded.append(short)
+    return folded
+
+
+def _official_gate_key(branch, j, part):
+    encoder, linear = ("image_encoder", 1) if branch == "vision" else ("text_encoder", 2)
+    return f"{encoder}.transformer.resblocks.{j + 1}.learnable_linear{linear}.{part}"
+
+
 _OFFICIAL_GATE = re.compile(r"^(image|text)_encoder\.transformer\.resblocks\.(\d+)\.learnable_linear([12])\.(weight|bias)$")
 
 
@@ -315,32 +345,54 @@ class BMIP(ClipPromptTrainer):
 
     def map_checkpoint_keys(self, state_dict):
         """Official BMIP keys -> ours: the per-block 1x1 layers become per-layer gate
-        entries; tensors the official model holds but never uses are dropped."""
+        entries; tensors the official model holds but its forward never uses are dropped
+        (and listed in the log).
+
+        Never used by the official forward, at any depth: ``ctx_v``, ``proj_v``, the
+        ``exchange_layer_*`` / ``compound_exchange_*`` layers, the ``learnable_linear`` layers
+        of blocks outside the prompted range (and linear2 of vision blocks, linear1 of text
+        blocks). Depending on the depth: ``single_layer_t`` at depth 1 (no deep layer), and the
+        vision-to-text projections past the text branch's last prompted layer, which is one
+        layer shallower than the vision branch (``single_layer_v`` at depths 1 and 2, the last
+        ``compound_prompt_projections_v`` at every depth). Ours does not create those tensors.
+        """
         learner = self.prompt_learner
-        mapped, gates = {}, {}
+        n_deep, n_text_deep = len(learner.compound_prompts_text), learner.n_text_deep
+        mapped, gates, dropped = {}, {}, []
         for key, value in state_dict.items():
             match = _OFFICIAL_GATE.match(key)
             if match:
                 branch, block, which, part = match.groups()
-                if (branch == "image") == (which == "1"):  # vision blocks use linear1, text blocks linear2
-                    gates[("vision" if branch == "image" else "text", int(block) - 1, part)] = value
+                j = int(block) - 1
+                in_range = 0 <= j < (n_deep if branch == "image" else n_text_deep)
+                if (branch == "image") == (which == "1") and in_range:  # vision: linear1, text: linear2
+                    gates[("vision" if branch == "image" else "text", j, part)] = value
+                else:
+                    dropped.append(key)
                 continue
-            if key in ("prompt_learner.ctx_v",) or key.startswith(("prompt_learner.proj_v.",
-                                                                   "prompt_learner.exchange_layer_",
-                                                                   "prompt_learner.compound_exchange_")):
+            if _official_unused(key, n_deep, n_text_deep):
+                dropped.append(key)
                 continue
             mapped[key] = value
-        if gates and getattr(learner, "vision_gates", None) is not None:
-            for branch, module in (("vision", learner.vision_gates), ("text", learner.text_gates)):
-                for part in ("weight", "bias"):
-                    if module is None or getattr(module, part) is None:
-                        continue
-                    target = getattr(module, part).detach().clone()
-                    for j in range(target.shape[0]):
-                        if (branch, j, part) in gates:
-                            target[j] = gates[(branch, j, part)].reshape(())
-                    mapped[f"prompt_learner.{branch}_gates.{part}"] = target
-        if len(learner.compound_prompts_visual) == 1:  # tied: one prompt stands for all layers
+        used = set()
+        for branch in ("vision", "text"):
+            module = getattr(learner, f"{branch}_gates", None)
+            for part in ("weight", "bias"):
+                if module is None or getattr(module, part) is None:
+                    continue
+                n = getattr(module, part).shape[0]
+                if not all((branch, j, part) in gates for j in range(n)):
+                    continue  # incomplete: left out, so the strict load names the missing key
+                mapped[f"prompt_learner.{branch}_gates.{part}"] = torch.stack(
+                    [gates[(branch, j, part)].reshape(()) for j in range(n)])
+                used.update((branch, j, part) for j in range(n))
+        # e.g. the text blocks' linear2 weight, whose input the causal mask keeps at 0
+        dropped += [_official_gate_key(*entry) for entry in sorted(set(gates) - used)]
+        if len(learner.compound_prompts_visual) == 1 and n_deep > 1:  # tied: one prompt stands for all layers
             mapped = {k: v for k, v in mapped.items()
                       if not re.match(r"prompt_learner\.compound_prompts_visual\.[1-9]\d*$", k)}
+        if dropped:
+            shown = ", ".join(_summarise_keys(dropped))
+            print(f"Dropped {len(dropped)} tensor(s) of the official BMIP checkpoint that its forward never "
+                  f"uses at PROMPT_DEPTH {n_deep + 1}: {shown}")
         return mapped

@@ -3,13 +3,12 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip.simple_tokenizer import SimpleTokenizer
+from clip.tokenizer import get_tokenizer
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import ClipPromptTrainer, PromptSet
 from .prompting import ClassPromptTemplate, init_text_context
 
-_tokenizer = SimpleTokenizer()
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
 
@@ -69,7 +68,7 @@ class CoOpPromptLearner(nn.Module):
         print(f"Number of context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx)
         self.template = ClassPromptTemplate(clip_model, classnames, prompt_prefix, n_ctx)
-        name_lens = [len(_tokenizer.encode(name.replace("_", " "))) for name in classnames]
+        name_lens = [len(get_tokenizer().encode(name.replace("_", " "))) for name in classnames]
         self.position = ccfg.CLASS_TOKEN_POSITION
         order = class_token_order(n_ctx, name_lens, self.template.tokenized_prompts.shape[1], self.position)
         self.register_buffer("order", order, persistent=False)

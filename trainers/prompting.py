@@ -13,11 +13,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from clip.simple_tokenizer import SimpleTokenizer
+from clip.tokenizer import get_tokenizer
 
 from .base import tokenize_prompts
-
-_tokenizer = SimpleTokenizer()
 
 
 def init_text_context(clip_model, n_ctx, ctx_init, rule="maple"):
@@ -34,7 +32,7 @@ def init_text_context(clip_model, n_ctx, ctx_init, rule="maple"):
     ctx_init = (ctx_init or "").replace("_", " ")
     use_init = bool(ctx_init) and (rule == "coop" or n_ctx <= 4)
     if use_init:
-        n_tokens = len(_tokenizer.encode(ctx_init))
+        n_tokens = len(get_tokenizer().encode(ctx_init))
         if rule == "coop":
             n_ctx = len(ctx_init.split(" "))
         if n_tokens < n_ctx or (rule == "coop" and n_tokens != n_ctx):

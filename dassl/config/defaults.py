@@ -211,7 +211,9 @@ _C.TEST.PER_CLASS_RESULT = False
 _C.TEST.COMPUTE_CMAT = False
 # Open-world protocol (BMIP): with DATASET.SUBSAMPLE_CLASSES "all", also report accuracy on base-class
 # images (first ceil(n/2) labels), on new-class images and their harmonic mean, all over the full classifier.
-_C.TEST.OPENWORLD_METRICS = False
+# None (automatic): on when a loaded model records that it was trained on the base classes and the
+# test is on all classes; True forces it (needs SUBSAMPLE_CLASSES "all"); False turns it off.
+_C.TEST.OPENWORLD_METRICS = None
 # Skip the final test after training.
 _C.TEST.NO_TEST = False
 # Split used for the final evaluation: "test" or "val".

@@ -173,6 +173,10 @@ class DataManager:
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None, generator=None):
         self.distributed = dist_utils.is_distributed()
+        for key in ("TRAIN_X", "TRAIN_U", "TEST"):
+            value = cfg.DATALOADER[key].BATCH_SIZE
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DATALOADER.{key}.BATCH_SIZE must be a positive integer, got {value!r}")
         if self.distributed:
             # Checked before the dataset is read: a wrong batch size should fail at once.
             check_global_batch_size("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE,

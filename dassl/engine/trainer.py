@@ -34,6 +34,7 @@ from dassl.utils import (
     load_released_checkpoint,
     mkdir_if_missing,
     progress_stream,
+    read_json,
     remove_stale_temp_files,
     save_checkpoint,
     set_random_seed,
@@ -41,6 +42,7 @@ from dassl.utils import (
     write_json,
 )
 from dassl.utils.faults import fault_point
+from dassl.utils.run_lock import lock_output_dir
 
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 # Extra key of the per-rank random streams, so they never coincide with the (seed, epoch)
@@ -130,6 +132,43 @@ def config_differences(saved, current):
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k, '<unset>')} -> {current.get(k, '<unset>')}"
             for k in keys if saved.get(k) != current.get(k)]
+
+
+def _subsample_from_log(path):
+    """``DATASET.SUBSAMPLE_CLASSES`` from the config dump in a Dassl ``log.txt`` (or None)."""
+    try:
+        with open(path, errors="replace") as handle:
+            in_dataset = False
+            for line in handle:
+                stripped = line.strip()
+                if not line.startswith(" ") and stripped.endswith(":"):
+                    in_dataset = stripped == "DATASET:"
+                elif in_dataset and stripped.startswith("SUBSAMPLE_CLASSES:"):
+                    return stripped.split(":", 1)[1].strip().strip("'\"") or None
+    except OSError:
+        return None
+    return None
+
+
+def trained_subsample(checkpoint, directory):
+    """Which classes (``DATASET.SUBSAMPLE_CLASSES``: "all", "base", "new") the model in
+    ``checkpoint`` was trained on, or None when nothing records it.
+
+    Read from the training config stored in our checkpoints, else from the ``results.json`` or
+    the ``log.txt`` config dump (ours or the original Dassl's) beside the weights in ``directory``.
+    """
+    saved = ((checkpoint.get("trainer_state") or {}).get("config") or {}).get("DATASET.SUBSAMPLE_CLASSES")
+    if isinstance(saved, str):
+        return saved.strip("'\"")
+    results = osp.join(directory, "results.json")
+    if osp.isfile(results):
+        try:
+            value = read_json(results).get("subsample_classes")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, str):
+            return value
+    return _subsample_from_log(osp.join(directory, "log.txt"))
 
 
 class TrainerBase:
@@ -319,6 +358,12 @@ class TrainerBase:
             print(f'Load "{path}" to {name} (epoch={ckpt.get("epoch")}{val_txt})')
             self.model_epoch = ckpt.get("epoch")
             self._load_weights(name, ckpt["state_dict"], path)
+            if name == self.get_model_names()[0]:
+                self.trained_classes = trained_subsample(ckpt, directory)
+        self.after_load_model()
+
+    def after_load_model(self):
+        """Called once :meth:`load_model` has loaded every model (``trained_classes`` is set)."""
 
     def _load_weights(self, name, state_dict, path):
         """Load ``state_dict`` into model ``name``; subclasses may map keys."""
@@ -486,6 +531,18 @@ class SimpleTrainer(TrainerBase):
     def train(self):
         super().train(self.start_epoch, self.max_epoch)
 
+    def after_load_model(self):
+        """Open-world metrics without a flag: a model trained on the base classes and tested on
+        all classes is BMIP's open-world protocol, so the evaluator reports base/new/HM too
+        (``TEST.OPENWORLD_METRICS`` True or False overrides this)."""
+        trained = getattr(self, "trained_classes", None)
+        if (self.cfg.TEST.OPENWORLD_METRICS is None and trained == "base"
+                and self.cfg.DATASET.SUBSAMPLE_CLASSES == "all" and not self.evaluator.openworld):
+            self.evaluator.openworld = True
+            print("The model was trained on the base classes and is tested on all classes: reporting the "
+                  "open-world metrics (base_accuracy, new_accuracy, hm); TEST.OPENWORLD_METRICS False turns "
+                  "them off")
+
     def set_aside_previous_results(self):
         """Rename an earlier results.json to results.json.prev, so that only a run
         that finishes marks the directory complete (sweeps skip complete runs)."""
@@ -496,9 +553,16 @@ class SimpleTrainer(TrainerBase):
 
     def remove_interrupted_writes(self):
         """Delete the temporary files a killed run left in the output directory and the
-        model folders (see ``remove_stale_temp_files``; they are never loaded either way)."""
+        model folders (see ``remove_stale_temp_files``; they are never loaded either way).
+
+        Only under the output dir's run lock (taken here if train.py has not taken it), so a
+        live run's temporary files are never touched: its directory is locked.
+        """
         if not dist_utils.is_main_process():
             return
+        if self.output_dir:
+            mkdir_if_missing(self.output_dir)
+            lock_output_dir(self.output_dir)
         folders = [self.output_dir] + [osp.join(self.output_dir, name) for name in self.get_model_names()]
         removed = [path for folder in folders for path in remove_stale_temp_files(folder)]
         if removed:
@@ -649,6 +713,8 @@ class SimpleTrainer(TrainerBase):
             "device": str(self.device),
             "config": _cfg_to_dict(cfg),
         }
+        if getattr(self, "trained_classes", None) is not None:
+            summary["trained_classes"] = self.trained_classes  # what the loaded model was trained on
         if dist_utils.is_distributed():
             summary["world_size"] = dist_utils.world_size()
         return summary

@@ -137,13 +137,25 @@ class Classification(EvaluatorBase):
                 "TEST.PER_CLASS_RESULT=True needs lab2cname (label -> class name) for the evaluator"
             )
         self._lab2cname = lab2cname
-        self._openworld = bool(cfg.TEST.get("OPENWORLD_METRICS", False))
+        setting = cfg.TEST.get("OPENWORLD_METRICS", None)
+        if setting not in (None, True, False):
+            raise ValueError(f"TEST.OPENWORLD_METRICS must be True, False or None (automatic), got {setting!r}")
+        self._openworld = bool(setting)
         if self._openworld and cfg.DATASET.SUBSAMPLE_CLASSES != "all":
             raise ValueError(
                 "TEST.OPENWORLD_METRICS=True needs DATASET.SUBSAMPLE_CLASSES 'all' (base and new "
                 f"classes in one label space), got {cfg.DATASET.SUBSAMPLE_CLASSES!r}"
             )
         self.reset()
+
+    @property
+    def openworld(self):
+        """Whether :meth:`evaluate` adds the open-world metrics (base/new accuracy and HM)."""
+        return self._openworld
+
+    @openworld.setter
+    def openworld(self, enabled):
+        self._openworld = bool(enabled)
 
     def reset(self):
         """Forget all processed batches and the last results."""

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 
-__all__ = ["FAULT_POINTS", "FAULT_ENV", "fault_point", "parse_fault_spec"]
+__all__ = ["FAULT_POINTS", "FAULT_ENV", "configure_from_environment", "fault_point", "parse_fault_spec"]
 
 FAULT_ENV = "PROMPTCLIP_FAULT"
 FAULT_POINTS = ("train_batch", "eval_batch", "checkpoint_write")
@@ -57,8 +57,19 @@ def parse_fault_spec(text):
     return plan
 
 
-_PLAN = parse_fault_spec(os.environ.get(FAULT_ENV, ""))
+_PLAN = {}
 _CALLS = {}
+
+
+def configure_from_environment():
+    """(Re)read ``PROMPTCLIP_FAULT`` and reset the call counts. Runs at import; a process that
+    changes its environment afterwards (the tests' fork server) calls it again."""
+    global _PLAN
+    _PLAN = parse_fault_spec(os.environ.get(FAULT_ENV, ""))
+    _CALLS.clear()
+
+
+configure_from_environment()
 
 
 def fault_point(name):

@@ -1,10 +1,11 @@
 """Copy everything the program prints into a log file (Dassl's ``setup_logger``)."""
+import contextlib
 import os.path as osp
 import sys
 import time
 
 from .distributed import is_main_process
-from .tools import mkdir_if_missing
+from .tools import describe_write_error, mkdir_if_missing
 
 __all__ = ["Logger", "setup_logger", "close_logger", "write_to_log_file", "progress_stream"]
 
@@ -30,22 +31,37 @@ class Logger:
         return self.file is not None and not self.file.closed
 
     def write(self, msg):
-        """Write ``msg`` to the console and, while it is open, to the file."""
+        """Write ``msg`` to the console and, while it is open, to the file.
+
+        A failed write to the file (a full disk) closes the file and raises an ``OSError``
+        naming it ("No space left on device while writing .../log.txt"); from then on only the
+        console gets the output, so the error line itself can still be printed.
+        """
         self.console.write(msg)
         # Code that kept a reference to this stream may still print after close_logger().
         if self._file_is_open():
-            self.file.write(msg)
+            self._to_file(self.file.write, msg)
 
     def flush(self):
         """Flush both streams (the file is flushed to the OS, not fsync'ed: printing stays cheap)."""
         self.console.flush()
         if self._file_is_open():
-            self.file.flush()
+            self._to_file(self.file.flush)
+
+    def _to_file(self, operation, *args):
+        try:
+            operation(*args)
+        except OSError as error:
+            path = self.file.name
+            with contextlib.suppress(OSError):
+                self.file.close()  # closes the fd even when its final flush fails again
+            raise describe_write_error(error, path) from None
 
     def close(self):
         """Close the log file; the console stays open."""
         if self._file_is_open():
-            self.file.close()
+            with contextlib.suppress(OSError):  # a full disk was reported when it happened
+                self.file.close()
 
     def __getattr__(self, name):
         # Only reached for attributes Logger lacks; guard "console" against recursion when an
@@ -128,6 +144,9 @@ def write_to_log_file(text):
     logger = _active_loggers.get("stdout")
     if logger is None or not logger._file_is_open():
         return None
-    logger.file.write(text)
-    logger.file.flush()
+    try:
+        logger._to_file(logger.file.write, text)
+        logger._to_file(logger.file.flush)
+    except OSError:  # e.g. the disk is full: the caller is reporting an error already
+        return None
     return logger.file.name

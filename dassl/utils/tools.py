@@ -21,6 +21,7 @@ __all__ = [
     "mkdir_if_missing",
     "check_isfile",
     "atomic_open",
+    "describe_write_error",
     "remove_stale_temp_files",
     "read_json",
     "write_json",
@@ -65,6 +66,9 @@ def atomic_open(fpath, mode="w"):
     mkdir_if_missing(directory)
     fd, tmp_path = tempfile.mkstemp(prefix=f".{osp.basename(fpath)}.", suffix=".tmp", dir=directory)
     try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would, so
+        # that colleagues on a shared cluster can read results and checkpoints as usual.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -73,12 +77,30 @@ def atomic_open(fpath, mode="w"):
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
-        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None \
+                and not getattr(error, "written_path", None):
             # A failed write or fsync (e.g. ENOSPC) does not say which file; the user needs to
             # know. (Only for errno-style errors: str() of a message-only OSError with a
             # filename would read "[Errno None] None: ...".)
-            error.filename = fpath
+            raise describe_write_error(error, fpath) from error
         raise
+
+
+def describe_write_error(error, fpath):
+    """An ``OSError`` like ``error`` (same errno and class) whose message names ``fpath``:
+    ``No space left on device while writing <fpath>``."""
+    if error.errno is None or getattr(error, "written_path", None):
+        return error
+    described = type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)} while writing {fpath}")
+    described.written_path = fpath
+    return described
+
+
+def current_umask():
+    """The process umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # Names atomic_open gives its temporary files: ".<target>.<8 random chars>.tmp" (tempfile.mkstemp).
@@ -127,15 +149,15 @@ def set_deterministic(enabled):
     call, turns cuDNN's benchmark mode off and its deterministic mode on, and makes PyTorch raise on
     an operation that has no deterministic implementation rather than silently vary.
     """
+    enabled = bool(enabled)
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True)
-    else:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.deterministic = False
-        torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = enabled
+    # torch.use_deterministic_algorithms imports torch._dynamo (about 2 s of start-up for every
+    # run), so it is only called when the setting actually changes.
+    if torch.are_deterministic_algorithms_enabled() != enabled:
+        torch.use_deterministic_algorithms(enabled)
 
 
 def set_random_seed(seed):

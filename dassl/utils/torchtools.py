@@ -9,6 +9,7 @@ Files written by ``save_checkpoint`` in ``save_dir``:
 Every file is written to a temporary file in the same directory, fsync'ed and renamed over the
 target, so an interrupted run never leaves a half-written checkpoint under a real name.
 """
+import collections
 import os.path as osp
 import pickle
 import shutil
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .faults import fault_point
-from .tools import atomic_open
+from .tools import atomic_open, describe_write_error
 
 __all__ = [
     "atomic_torch_save",
@@ -47,8 +48,34 @@ def atomic_torch_save(obj, fpath):
     inject their checkpoint faults here (``fault_point("checkpoint_write")``).
     """
     with atomic_open(fpath, "wb") as handle:
-        torch.save(obj, handle)
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError as error:
+            # torch.save's C++ writer turns a failed write of the file object (ENOSPC, EIO...)
+            # into "[enforce fail at inline_container.cc:...] . unexpected pos 64 vs 0", which
+            # names neither the file nor the cause: report the OSError the write raised.
+            if writer.error is None:
+                raise
+            raise describe_write_error(writer.error, fpath) from error
         fault_point("checkpoint_write")
+
+
+class _RecordingWriter:
+    """A file object that remembers the first ``OSError`` its ``write`` raised."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data):
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
 
 
 def strip_module_prefix(state_dict):
@@ -97,9 +124,10 @@ def load_checkpoint(fpath, weights_only=True):
     """Load a checkpoint onto the CPU.
 
     By default only tensors and plain containers are unpickled (``torch.load(weights_only=True)``),
-    so a checkpoint cannot run code. Pass ``weights_only=False`` only for files you trust that
-    hold other Python objects (e.g. checkpoints saved by the original Dassl, which pickle the
-    warmup scheduler object).
+    so a checkpoint cannot run code. Checkpoints of the original Dassl also pickle their warm-up
+    scheduler's ``successor`` (a torch scheduler holding its optimizer): those objects load as
+    inert placeholders (:class:`InertObject`), tensors intact, while any other class a pickle asks
+    for is refused. Pass ``weights_only=False`` only for files you trust.
 
     Raises:
         FileNotFoundError: no file at ``fpath``.
@@ -113,16 +141,40 @@ def load_checkpoint(fpath, weights_only=True):
     try:
         return torch.load(fpath, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as error:
-        # weights-only loading names the refused class as a "global"; any other unpickling
-        # failure means the bytes themselves are damaged.
-        if weights_only and "global" in str(error):
-            raise RuntimeError(
-                f'checkpoint "{fpath}" holds Python objects that safe loading refuses; '
-                "if you trust this file, load it with load_checkpoint(path, weights_only=False)"
-            ) from error
-        raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+        # weights-only loading names the refused class as a "global" (or "GLOBAL"); any other
+        # unpickling failure means the bytes themselves are damaged.
+        if not (weights_only and "global" in str(error).lower()):
+            raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
     except Exception as error:  # noqa: BLE001 - damaged bytes can surface as almost any error type
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+    # The original Dassl pickles its warm-up scheduler's ``successor`` (a torch scheduler holding
+    # its optimizer): read such a file with inert stand-ins for torch's optimizer and scheduler
+    # classes, tensors intact; any other class stays refused, and nothing is executed.
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=False,
+                          pickle_module=_inert_pickle_module(inert_only=_TORCH_OPTIM_MODULES))
+    except RefusedGlobal as refused:
+        raise RuntimeError(
+            f'checkpoint "{fpath}" holds Python objects that safe loading refuses ({refused.name}); '
+            "loading them could run code. If you trust this file, load it with "
+            "torch.load(path, weights_only=False)") from None
+    except Exception as error:  # noqa: BLE001
+        raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
+
+
+# Classes an original-Dassl checkpoint pickles besides tensors: torch's optimizers and schedulers.
+_TORCH_OPTIM_MODULES = ("torch.optim.",)
+# Plain containers those objects' state holds (safe to build for real).
+_PLAIN_CONTAINERS = {"collections.defaultdict": collections.defaultdict, "builtins.dict": dict,
+                     "__builtin__.dict": dict, "builtins.list": list, "__builtin__.list": list}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a class or function that the restricted unpickler does not allow."""
+
+    def __init__(self, name):
+        super().__init__(f"refused global {name}")
+        self.name = name
 
 
 class InertObject:
@@ -166,22 +218,31 @@ def _safe_globals():
 
 
 class _InertUnpickler(pickle.Unpickler):
-    """Resolves only torch's weights-only globals; every other class becomes inert."""
+    """Resolves torch's weights-only globals (and plain containers); every other class becomes an
+    inert placeholder, or, when ``inert_only`` names module prefixes, only classes from those
+    modules do and anything else raises :class:`RefusedGlobal`."""
+
+    inert_only = None
 
     def find_class(self, module, name):
         key = f"{module}.{name}"
         allowed = _safe_globals()
         if key in allowed:
             return allowed[key]
+        if key in _PLAIN_CONTAINERS:
+            return _PLAIN_CONTAINERS[key]
+        if self.inert_only is not None and not key.startswith(self.inert_only):
+            raise RefusedGlobal(key)
         return _inert_class(key)
 
 
-def _inert_pickle_module():
+def _inert_pickle_module(inert_only=None):
     import types
 
+    unpickler = type("_Unpickler", (_InertUnpickler,), {"inert_only": inert_only})
     module = types.ModuleType("dassl_inert_pickle")
-    module.Unpickler = _InertUnpickler
-    module.load = lambda f, **kw: _InertUnpickler(f, **kw).load()
+    module.Unpickler = unpickler
+    module.load = lambda f, **kw: unpickler(f, **kw).load()
     module.__dict__.update({k: getattr(pickle, k) for k in ("UnpicklingError", "HIGHEST_PROTOCOL")})
     return module
 
@@ -200,12 +261,11 @@ def load_released_checkpoint(fpath):
     except RuntimeError as error:
         if "safe loading refuses" not in str(error):
             raise
+        print(f"Note: {_first_line(error).split(';')[0]}; loading it with inert placeholders instead")
     try:
         ckpt = torch.load(fpath, map_location="cpu", weights_only=False, pickle_module=_inert_pickle_module())
     except Exception as error:  # noqa: BLE001 - any failure here means unreadable bytes
         raise RuntimeError(f'corrupt or incomplete checkpoint "{fpath}": {_first_line(error)}') from error
-    print(f'Note: "{fpath}" holds non-tensor Python objects (e.g. a pickled scheduler); '
-          "they were replaced by inert placeholders")
     return ckpt
 
 

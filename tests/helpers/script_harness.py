@@ -4,7 +4,8 @@
 ``$FAKE_CALLS`` and writes ``results.json`` into ``--output-dir``, so a test sees the exact
 ``train.py`` command line a script builds and the skip-if-finished logic works as with real runs.
 With ``FAKE_FAIL`` set, a call whose ``--output-dir`` contains that text is recorded, writes no
-results and exits 3, as a crashing run would.
+results and exits 3, as a crashing run would; with ``FAKE_LOCKED`` it exits 75 instead, as
+train.py does when another live run holds that output dir.
 """
 import json
 import os
@@ -25,6 +26,9 @@ with open(os.environ["FAKE_CALLS"], "a") as f:  # one short append per call: saf
 out = args[args.index("--output-dir") + 1]
 if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in out:
     sys.exit(3)
+if os.environ.get("FAKE_LOCKED") and os.environ["FAKE_LOCKED"] in out:
+    print("error: output dir " + out + " is in use by another run (pid 1 on host)", file=sys.stderr)
+    sys.exit(75)
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({{"complete": True, "metrics": {{"accuracy": 50.0}}}}, f)

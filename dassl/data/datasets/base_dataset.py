@@ -41,6 +41,27 @@ class Datum:
         """Human-readable class name used to build text prompts."""
         return self._classname
 
+    def __getstate__(self):
+        return {name[1:]: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        """Restore from a pickle: ours (``{"impath": ...}``), or the original Dassl's.
+
+        The original ``Datum`` keeps ``_impath``, ``_label``, ``_domain`` and ``_classname`` in
+        an instance ``__dict__`` (pickled as that dict), and CoOp-style dataset classes cache
+        few-shot splits as such pickles (``split_fewshot/shot_K-seed_S.pkl``). Older pickles of
+        this class carry ``(None, {"_impath": ...})`` (the default slots state).
+        """
+        if isinstance(state, tuple) and len(state) == 2 and state[0] is None:
+            state = state[1]
+        if not isinstance(state, dict):
+            raise TypeError(f"cannot unpickle Datum from a {type(state).__name__} state")
+        fields = {key.lstrip("_"): value for key, value in state.items()}
+        unknown = sorted(set(fields) - {"impath", "label", "domain", "classname"})
+        if unknown:
+            raise TypeError(f"cannot unpickle Datum: unknown field(s) {unknown}")
+        Datum.__init__(self, **fields)
+
     def __repr__(self):
         return (
             f"Datum(impath={self._impath!r}, label={self._label}, "
