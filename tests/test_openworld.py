@@ -163,3 +163,37 @@ def test_openworld_metrics_follow_what_the_model_was_trained_on(setting, subsamp
 def test_openworld_setting_must_be_true_false_or_none():
     with pytest.raises(ValueError, match="TEST.OPENWORLD_METRICS must be True, False or None"):
         Classification(openworld_cfg(enabled="yes"))
+
+
+@pytest.mark.slow
+def test_base_trained_model_tested_on_all_classes_reports_openworld_metrics_without_the_flag(
+        tmp_path, eurosat_root, tiny_clip_path):
+    import json
+    from pathlib import Path
+
+    from conftest import REPO, run_train
+
+    common = ["--root", eurosat_root, "--seed", 1, "--trainer", "CoOp",
+              "--dataset-config-file", REPO / "configs/datasets/eurosat.yaml",
+              "--config-file", REPO / "configs/smoke/tiny_clip.yaml", "--backbone", tiny_clip_path]
+    opts = ["DATASET.NUM_SHOTS", 2, "TRAINER.COOP.N_CTX", 2, "TRAINER.COOP.PREC", "fp32", "OPTIM.MAX_EPOCH", 1]
+    trained = tmp_path / "train_base"
+    proc = run_train(*common, "--output-dir", trained, *opts, "DATASET.SUBSAMPLE_CLASSES", "base")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = {}
+    for name, extra in (("auto", []), ("off", ["TEST.OPENWORLD_METRICS", False])):
+        out = tmp_path / f"test_all_{name}"
+        proc = run_train("--eval-only", "--model-dir", trained, "--load-epoch", 1, *common, "--output-dir", out,
+                         *opts, "DATASET.SUBSAMPLE_CLASSES", "all", *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = (json.loads(Path(out, "results.json").read_text()), Path(out, "log.txt").read_text())
+    summary, log = results["auto"]
+    assert summary["trained_classes"] == "base" and summary["num_classes"] == 10
+    metrics = summary["metrics"]
+    for key in ("base_accuracy", "new_accuracy", "hm"):
+        assert f"* {key}: {metrics[key]:.1f}%" in log
+    assert metrics["hm"] == pytest.approx(harmonic_mean(metrics["base_accuracy"], metrics["new_accuracy"]))
+    assert "The model was trained on the base classes and is tested on all classes" in log
+    summary_off, log_off = results["off"]
+    assert "hm" not in summary_off["metrics"] and "* hm:" not in log_off
+    assert summary_off["metrics"]["accuracy"] == metrics["accuracy"]
