@@ -110,7 +110,7 @@ def clip_model():
     return frozen_tiny_vit_clip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vit_b16_shaped():
     """A CLIP with ViT-B/16's widths and depths, for parameter counts."""
     from tests.helpers.methods import vit_b16_shaped_clip

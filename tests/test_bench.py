@@ -167,6 +167,7 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compiled_training_step_equals_the_eager_one(tiny_clip):
     """TRAIN.COMPILE runs BMIP's training forward (hooks, attention read-out, splices) through
     torch.compile in one graph; two steps give the prompts of two eager steps. aot_eager traces

@@ -21,6 +21,7 @@ from tests.helpers.methods import CLASSNAMES, images, n_params, record
 from tests.helpers.methods import make_cfg as make_lineage_cfg
 from trainers.base import PromptedCLIP
 from trainers.bloom import DIRECTIONS, FUSIONS, BloomPromptLearner
+from trainers.prompting import init_text_context
 
 
 def make_cfg(**bloom):
@@ -271,6 +272,7 @@ def test_cached_evaluation_gives_identical_logits(clip_model):
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion,direction", list(itertools.product(FUSIONS, DIRECTIONS)))
 def test_every_variant_trains_only_the_prompt_learner_and_fits_a_fixed_batch(clip_model, fusion, direction):
     torch.manual_seed(0)
@@ -322,6 +324,123 @@ def test_parameter_count_at_vit_b16_shape(vit_b16_shaped):
     assert n_params(cross) == 333_064
     one_way = BloomPromptLearner(make_cfg(DIRECTION="v2l"), CLASSNAMES, vit_b16_shaped)
     assert n_params(one_way) == 12 * (2 * (d_l + d_v) + bottleneck_v2l + 2) == 1_020_696
+
+
+def bloom_count(layout, d_m, d_l=512, d_v=768, n_ctx=2, layers=12):
+    """Trainable values of Bloom at ViT-B/16 widths, by the formula of docs/METHODS.md."""
+    v2l = d_v * d_m + d_m + d_m * d_l + d_l
+    l2v = d_l * d_m + d_m + d_m * d_v + d_v
+    if layout == "per_layer":
+        return layers * (n_ctx * (d_l + d_v) + v2l + l2v + 2 * 2)
+    fused = layers - 1  # MaPLe's layer-0 coupling, Bloom at layers 1..11
+    return (d_l * d_v + d_v) + fused * (v2l + l2v + 2 * 2) + layers * n_ctx * d_l + fused * n_ctx * d_v
+
+
+@pytest.mark.parametrize("d_m", [16, 32, 64, 128, 256])
+def test_both_layouts_counted_at_every_ablated_middle_dim(vit_b16_shaped, d_m):
+    for layout in ("per_layer", "maple_derived"):
+        pl = BloomPromptLearner(make_cfg(LAYOUT=layout, MIDDLE_DIM=d_m), CLASSNAMES, vit_b16_shaped)
+        assert n_params(pl) == bloom_count(layout, d_m), (layout, d_m)
+
+
+def test_the_papers_count_is_the_maple_derived_layout(vit_b16_shaped):
+    per_layer = BloomPromptLearner(make_cfg(), CLASSNAMES, vit_b16_shaped)
+    maple = BloomPromptLearner(make_cfg(LAYOUT="maple_derived"), CLASSNAMES, vit_b16_shaped)
+    assert n_params(per_layer) == 2_013_744   # -10.1 % from the paper's 2.24M
+    assert n_params(maple) == 2_240_940       # +0.04 %
+    assert abs(n_params(maple) / 2.24e6 - 1) < 0.005 and abs(n_params(per_layer) / 2.24e6 - 1) > 0.08
+    # the layer-0 coupling is MaPLe's Linear(512 -> 768): 393,984 values
+    assert n_params(maple.proj) == 393_984
+    # "d_m 256 doubles the parameters": true against d_m 128, not against d_m 64
+    for layout, ratio in (("per_layer", 1.99), ("maple_derived", 1.89)):
+        assert round(bloom_count(layout, 256) / bloom_count(layout, 128), 2) == ratio
+        assert bloom_count(layout, 256) / bloom_count(layout, 64) > 3.4
+
+
+def test_maple_derived_layer_0_is_mapled_coupling_and_fusion_starts_at_layer_1(clip_model):
+    pl = learner(clip_model, seed=3, LAYOUT="maple_derived", END=5)
+    assert pl.text_prompts.shape[0] == 5 and pl.vision_prompts.shape[0] == 4 and pl.gate_text.shape == (4, 2)
+    assert pl.first_fused_layer == 1
+    with torch.no_grad():
+        pl.gate_text.normal_()
+        pl.gate_vision.normal_()
+        fused_text, fused_vision = pl.fused_prompts()
+        text, vision = pl.text_prompts, pl.vision_prompts
+        # layer 0: the language context itself, and its linear projection (MaPLe)
+        torch.testing.assert_close(fused_text[0], text[0])
+        torch.testing.assert_close(fused_vision[0], pl.proj(text[0]))
+        # layers 1..4: Bloom's gated fusion of the own and the translated prompt
+        wt, wv = pl.gate_text.softmax(-1), pl.gate_vision.softmax(-1)
+        torch.testing.assert_close(fused_text[1:], wt[:, :1, None] * text[1:]
+                                   + wt[:, 1:, None] * reference_projection(pl.proj_v2l, vision))
+        torch.testing.assert_close(fused_vision[1:], wv[:, :1, None] * vision
+                                   + wv[:, 1:, None] * reference_projection(pl.proj_l2v, text[1:]))
+    model = PromptedCLIP(clip_model, pl)
+    F.cross_entropy(model(images(3, seed=4)), torch.tensor([0, 1, 2])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pl.parameters())
+
+
+@pytest.mark.parametrize("reading, blocks", [("zero_based", (1, 12)), ("one_based", (0, 11))])
+def test_the_papers_interval_under_both_readings(clip_model, reading, blocks):
+    """[1, 12) is 11 layers either way; read as MaPLe's 0-based block indices it reaches the last one."""
+    pl = learner(clip_model, INTERVAL=[1, 12], INTERVAL_READING=reading)
+    assert (pl.start, pl.start + pl.text_prompts.shape[0]) == blocks
+    seen = {}
+    model = PromptedCLIP(clip_model, pl)
+    prompts = pl()
+    with torch.no_grad():
+        model.clip_model.encode_image(images(1, seed=1), prompts=prompts.vision_prompts,
+                                      hook=record(prompts.vision_hook, seen))
+    fused_vision = pl.fused_prompts()[1].detach()
+    start, end = blocks
+    # blocks whose input carries that layer's own fused prompts (block 0's enter before ln_pre)
+    replaced = [i for i in sorted(seen) if start <= i < end and i > 0
+                and torch.equal(seen[i][0][0, -2:], fused_vision[i - start])]
+    assert replaced == list(range(max(start, 1), end))
+    assert not torch.equal(seen[11][0][0, -2:], fused_vision[-1]) if end == 11 else replaced[-1] == 11
+
+
+def test_interval_and_layout_errors_name_the_key(clip_model):
+    for values, message in (
+            ({"INTERVAL": [4, 4]}, "TRAINER.BLOOM.INTERVAL must be a range with an end > its start (block 4), got [4, 4]"),
+            ({"INTERVAL": [0, 12], "INTERVAL_READING": "one_based"},
+             "TRAINER.BLOOM.INTERVAL must be a range of layers that starts at block 0 or later, got [0, 12]"),
+            ({"INTERVAL": [1, 13]}, "TRAINER.BLOOM.INTERVAL [1, 13] exceeds the 12 layers of the text encoder"),
+            ({"INTERVAL_READING": "1-based"}, "TRAINER.BLOOM.INTERVAL_READING must be one of zero_based, one_based"),
+            ({"LAYOUT": "maple_derived", "START": 2}, "TRAINER.BLOOM.LAYOUT must be used with a range that starts "
+                                                     "at block 0 or 1"),
+            ({"LAYOUT": "maple_derived", "FUSION": "concat"}, "TRAINER.BLOOM.LAYOUT must be per_layer with FUSION "
+                                                              "concat"),
+            ({"LAYOUT": "maple_derived", "END": 1}, "TRAINER.BLOOM.LAYOUT maple_derived needs at least blocks 0 and 1"),
+            ({"INIT_MODE": "zero"}, "TRAINER.BLOOM.INIT_MODE must be one of paper, intact")):
+        with pytest.raises(ValueError) as caught:
+            learner(clip_model, **values)
+        assert message in str(caught.value), (values, str(caught.value))
+
+
+def _layer0_cosine(pl):
+    """Cosine between the fused layer-0 language prompt and the CTX_INIT embedding, per token."""
+    with torch.no_grad():
+        fused = pl.fused_prompts()[0][0]
+        ctx, _, _ = init_text_context(pl._clip_for_test, 2, "a photo of a", rule="maple")
+    return F.cosine_similarity(fused, ctx, dim=-1)
+
+
+def test_intact_init_keeps_the_hand_written_context_at_step_0():
+    """On the mini CLIP (real word embeddings), the paper's initialisation drowns "a photo" in the
+    translated vision prompt (cosine ~0.2); INIT_MODE intact starts exactly at "a photo"."""
+    mini, _ = clip.load("mini-clip")
+    cosines = {}
+    for layout, mode in itertools.product(("per_layer", "maple_derived"), ("paper", "intact")):
+        pl = learner(mini, seed=0, LAYOUT=layout, INIT_MODE=mode, END=4)
+        pl._clip_for_test = mini
+        cosines[layout, mode] = _layer0_cosine(pl)
+        if mode == "intact":
+            with torch.no_grad():
+                assert torch.equal(pl.proj_v2l(pl.vision_prompts), torch.zeros_like(pl.text_prompts[-pl.vision_prompts.shape[0]:]))
+    assert (cosines["per_layer", "paper"] < 0.5).all(), cosines["per_layer", "paper"]
+    for key in (("per_layer", "intact"), ("maple_derived", "paper"), ("maple_derived", "intact")):
+        torch.testing.assert_close(cosines[key], torch.ones(2))
 
 
 # ----------------------------------------------------------------------------- configs and scripts
@@ -421,22 +540,44 @@ def accuracy(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion", ["gate", "routing"])
-def test_train_py_trains_then_eval_only_reproduces_the_accuracy(tmp_path, eurosat_root, tiny_clip_path, fusion):
+@pytest.mark.parametrize("fusion, layout", [("gate", "per_layer"), ("routing", "per_layer"), ("gate", "maple_derived")])
+def test_train_py_trains_then_eval_only_reproduces_the_accuracy(tmp_path, eurosat_root, tiny_clip_path, fusion,
+                                                                layout):
     common = ["--root", eurosat_root, "--seed", 1, "--trainer", "Bloom", "--dataset-config-file", EUROSAT_CFG,
               "--config-file", SMOKE_CFG, "--backbone", tiny_clip_path]
     opts = ["DATASET.NUM_SHOTS", 2, "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", 1,
-            "TRAINER.BLOOM.PREC", "fp32", "TRAINER.BLOOM.FUSION", fusion]
+            "TRAINER.BLOOM.PREC", "fp32", "TRAINER.BLOOM.FUSION", fusion, "TRAINER.BLOOM.LAYOUT", layout]
     out = tmp_path / "train"
     proc = run_train(*common, "--output-dir", out, *opts)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)
     assert {"text_prompts", "vision_prompts", "gate_text", "gate_vision"} <= set(ckpt["state_dict"])
+    assert ("proj.weight" in ckpt["state_dict"]) is (layout == "maple_derived")
     assert not any(k.startswith(("clip_model.", "template.")) for k in ckpt["state_dict"])
+    trained = sum(v.numel() for v in ckpt["state_dict"].values())
+    assert f"# trainable params: {trained:,}" in (out / "log.txt").read_text()
     proc = run_train(*common, "--output-dir", tmp_path / "eval", "--eval-only", "--model-dir", out,
                      "--load-epoch", 1, *opts)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert accuracy(tmp_path / "eval") == accuracy(out)
+
+
+@pytest.mark.slow
+def test_maple_derived_layout_resumes_exactly(tmp_path, eurosat_root, tiny_clip_path):
+    args = ["--root", eurosat_root, "--seed", 1, "--trainer", "Bloom", "--dataset-config-file", EUROSAT_CFG,
+            "--config-file", SMOKE_CFG, "--backbone", tiny_clip_path, "--output-dir", tmp_path / "run",
+            "DATASET.NUM_SHOTS", 2, "OPTIM.MAX_EPOCH", 2, "TRAIN.CHECKPOINT_FREQ", 1, "TRAINER.BLOOM.PREC", "fp32",
+            "TRAINER.BLOOM.LAYOUT", "maple_derived", "TRAINER.BLOOM.INIT_MODE", "intact"]
+    assert run_train(*args).returncode == 0
+    done = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
+    final = torch.load(tmp_path / "run" / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    for name in ("results.json", "prompt_learner/model.pth.tar-2"):
+        (tmp_path / "run" / name).unlink()
+    proc = run_train(*args)
+    assert proc.returncode == 0 and "will resume training" in proc.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"] == done
+    again = torch.load(tmp_path / "run" / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], again[k]) for k in final)
 
 
 @pytest.mark.slow

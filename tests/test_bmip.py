@@ -184,6 +184,7 @@ def test_paper_text_weight_reads_attention_later_tokens_give(clip_model):
     torch.testing.assert_close(att[0, 0], probs[3:eot + 1, 1].mean(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_every_variant_trains_only_its_prompts(clip_model):
     x, y = images(5, seed=5), torch.arange(5)
     variants = [dict(AGGREGATION=a) for a in AGGREGATIONS] + [

@@ -80,6 +80,7 @@ def wait_for_line(proc, prefix, timeout=120):
 
 
 # ----------------------------------------------------------------------- 1. one run per output dir
+@pytest.mark.slow
 def test_second_run_into_a_live_runs_dir_exits_at_once_and_the_first_finishes(tmp_path, eurosat_root,
                                                                               tiny_clip_path):
     out = tmp_path / "run"
@@ -103,6 +104,7 @@ def test_second_run_into_a_live_runs_dir_exits_at_once_and_the_first_finishes(tm
     assert json.loads((out / "results.json").read_text())["seed"] == 1
 
 
+@pytest.mark.slow
 def test_a_killed_runs_lock_dies_with_it_and_resume_works(tmp_path, eurosat_root, tiny_clip_path):
     out = tmp_path / "run"
     args = args_for(eurosat_root, tiny_clip_path, str(out), "TRAIN.CHECKPOINT_FREQ", 1, epochs=2)
@@ -203,6 +205,7 @@ def test_results_json_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
         assert not list(target.parent.iterdir())
 
 
+@pytest.mark.slow
 def test_log_txt_on_a_full_disk_ends_in_one_line(tmp_path, eurosat_root, tiny_clip_path):
     """The disk fills while the run prints into log.txt: one error line, exit 2 (not exit 120 with
     'lost sys.stderr')."""
@@ -241,6 +244,7 @@ def test_checkpoint_asking_for_a_forbidden_global_is_refused_not_called_corrupt(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_released_weights_with_a_forbidden_global_evaluate_with_inert_placeholders(tmp_path, eurosat_root,
                                                                                    tiny_clip_path):
     trained = tmp_path / "trained"
@@ -281,6 +285,7 @@ def test_original_dassl_checkpoint_with_a_pickled_scheduler_loads_for_third_part
 
 
 # ------------------------------------------------------------------------ 4. YAML error location
+@pytest.mark.slow
 def test_yaml_syntax_error_names_file_line_column_and_cause(tmp_path, eurosat_root, tiny_clip_path):
     bad = tmp_path / "x.yaml"
     bad.write_text("OPTIM:\n  LR: 0.1\n  NAME: sgd: x\n")
@@ -326,6 +331,7 @@ LABEL_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(LABEL_CASES))
 def test_split_file_labels_that_disagree_are_named(tmp_path, tiny_clip_path, data_copy, case):
     edit, fragment = LABEL_CASES[case]
@@ -339,6 +345,7 @@ def test_split_file_labels_that_disagree_are_named(tmp_path, tiny_clip_path, dat
 
 
 # -------------------------------------------------------------------------- 7. modes under umask
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_results_and_checkpoints_get_the_mode_a_plain_open_would(tmp_path, eurosat_root, tiny_clip_path, umask,
                                                                  mode):
@@ -357,6 +364,7 @@ def test_results_and_checkpoints_get_the_mode_a_plain_open_would(tmp_path, euros
 
 
 # ------------------------------------------------------------------------ 8. --resume DIR missing
+@pytest.mark.slow
 def test_resume_from_a_directory_that_does_not_exist_is_an_error(tmp_path, eurosat_root, tiny_clip_path):
     missing = tmp_path / "typo"
     out = tmp_path / "o"
@@ -366,18 +374,21 @@ def test_resume_from_a_directory_that_does_not_exist_is_an_error(tmp_path, euros
 
 
 # ------------------------------------------------------------------------ 9. smaller messages
+@pytest.mark.slow
 def test_command_line_key_typo_suggests_the_key(tmp_path, eurosat_root, tiny_clip_path):
     line = last_error(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"), "OPTIM.LRR", 0.1)))
     assert line == "error: command line: unknown config key OPTIM.LRR (did you mean: OPTIM.LR, OPTIM.STAGED_LR, " \
                    "OPTIM.LR_SCHEDULER?)"
 
 
+@pytest.mark.slow
 def test_batch_size_zero_names_the_key(tmp_path, eurosat_root, tiny_clip_path):
     line = last_error(run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
                                           "DATALOADER.TRAIN_X.BATCH_SIZE", 0)))
     assert line == "error: DATALOADER.TRAIN_X.BATCH_SIZE must be a positive integer, got 0"
 
 
+@pytest.mark.slow
 def test_latin1_classnames_file_is_named(tmp_path, tiny_clip_path):
     from tests.helpers.fake_datasets import make_imagefolder
 
@@ -390,6 +401,7 @@ def test_latin1_classnames_file_is_named(tmp_path, tiny_clip_path):
     assert line == f"error: {names}:1: not UTF-8 text (byte 0xe9); save the file as UTF-8"
 
 
+@pytest.mark.slow
 def test_text_file_as_backbone_is_named(tmp_path, eurosat_root):
     afile = tmp_path / "afile"
     afile.write_text("i am not a checkpoint\n")
@@ -409,6 +421,7 @@ def test_non_utf8_class_folder_is_warned_about_by_name(tmp_path, capsys):
     assert "would be 'caf\ufffd'" in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, eurosat_root, tiny_clip_path):
     out = tmp_path / "run"
     args = args_for(eurosat_root, tiny_clip_path, str(out), "TRAIN.CHECKPOINT_FREQ", 1, epochs=3)

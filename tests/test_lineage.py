@@ -28,6 +28,7 @@ METHODS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_only_prompt_learner_trains_and_fixed_batch_is_fitted(clip_model, method):
     torch.manual_seed(0)

@@ -44,6 +44,7 @@ def test_missing_bundled_checkpoint_is_a_clear_error(monkeypatch, tmp_path):
         clip.load("mini-clip")
 
 
+@pytest.mark.slow
 def test_reported_zero_shot_accuracy_is_what_the_checkpoint_gives(mini_clip):
     """The numbers in the report (and docs/MINI_CLIP.md) are recomputed from the shipped weights."""
     report = json.loads(REPORT.read_text())

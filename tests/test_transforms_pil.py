@@ -410,6 +410,7 @@ _NO_TORCHVISION_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_train_py_path_does_not_import_torchvision(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _NO_TORCHVISION_PROBE, str(tmp_path / "a.png")],
                           cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)},

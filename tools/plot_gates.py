@@ -59,6 +59,13 @@ READERS = {
 }
 
 
+def first_fused_layer(state_dict):
+    """The layer of the first row: 1 for Bloom's maple_derived layout (its layer 0 is MaPLe's linear
+    coupling ``proj``, without gates), else 0."""
+    keys = {k[len("prompt_learner."):] if k.startswith("prompt_learner.") else k for k in state_dict}
+    return 1 if "proj.weight" in keys else 0
+
+
 def read_series(state_dict):
     """(method name, {series: per-layer values}) for the first reader that recognises the weights."""
     state_dict = {k[len("prompt_learner."):] if k.startswith("prompt_learner.") else k: v
@@ -66,6 +73,7 @@ def read_series(state_dict):
     for method, (recognises, read) in READERS.items():
         if recognises(state_dict):
             return method, read(state_dict)
+
     raise ValueError("checkpoint holds no per-layer fusion weights this tool knows "
                      f"(readers: {', '.join(READERS)}); for Bloom, was it trained with FUSION add or concat?")
 
@@ -116,15 +124,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or run output dir")
     parser.add_argument("--out", default="gates.png", help="PNG to write (default: gates.png)")
-    parser.add_argument("--first-layer", type=int, default=0,
-                        help="layer index of the first row (Bloom: TRAINER.BLOOM.START; default 0)")
+    parser.add_argument("--first-layer", type=int, default=None,
+                        help="layer index of the first row (Bloom: TRAINER.BLOOM.START; default 0, or 1 for "
+                             "the maple_derived layout, recognised from its weights)")
     args = parser.parse_args(argv)
     try:
         path = find_checkpoint(args.checkpoint)
-        method, series = read_series(state_dict_of(load_released_checkpoint(path)))
+        state_dict = state_dict_of(load_released_checkpoint(path))
+        method, series = read_series(state_dict)
     except (FileNotFoundError, ValueError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
+    if args.first_layer is None:
+        args.first_layer = first_fused_layer(state_dict)
     print(f"{method} fusion weights from {path}")
     print(format_table(series, args.first_layer))
     if plot_series(method, series, args.first_layer, args.out):

@@ -25,6 +25,18 @@ from .prompting import ClassPromptTemplate, DeepPromptHook, init_text_context, r
 
 FUSIONS = ("gate", "add", "concat", "routing")
 DIRECTIONS = ("both", "v2l", "l2v")
+# per_layer: a bottleneck pair at every prompted layer (the paper's text); maple_derived: MaPLe's
+# layer-0 linear coupling, bottleneck pairs from layer 1 on (the layout whose count is the paper's
+# 2.24M). See docs/METHODS.md.
+LAYOUTS = ("per_layer", "maple_derived")
+# How the paper's interval [a, b) maps to our 0-based blocks: zero_based = blocks a..b-1 (MaPLe's
+# block indices; the widest interval [1, 12) then reaches the last layer), one_based = the paper's
+# a-th to (b-1)-th layer counted from 1, i.e. blocks a-1..b-2.
+INTERVAL_READINGS = ("zero_based", "one_based")
+# paper: every prompt N(0, INIT_STD), projections as nn.Linear; intact: the projections' expansion
+# layers start at zero (translated prompts are 0 at step 0) and the fused layer-0 language prompt
+# equals the CTX_INIT embedding at step 0.
+INIT_MODES = ("paper", "intact")
 # Fusions whose per-layer mixing weights are learned (and therefore plotted).
 GATED_FUSIONS = ("gate", "routing")
 
@@ -49,6 +61,33 @@ def check_bloom_cfg(bcfg):
     require(bcfg.DIRECTION in DIRECTIONS, "DIRECTION", bcfg.DIRECTION, f"one of {', '.join(DIRECTIONS)}")
     require(isinstance(bcfg.GUMBEL_TAU, (int, float)) and bcfg.GUMBEL_TAU > 0, "GUMBEL_TAU", bcfg.GUMBEL_TAU,
             "a number > 0")
+    require(bcfg.LAYOUT in LAYOUTS, "LAYOUT", bcfg.LAYOUT, f"one of {', '.join(LAYOUTS)}")
+    require(bcfg.INTERVAL_READING in INTERVAL_READINGS, "INTERVAL_READING", bcfg.INTERVAL_READING,
+            f"one of {', '.join(INTERVAL_READINGS)}")
+    require(bcfg.INIT_MODE in INIT_MODES, "INIT_MODE", bcfg.INIT_MODE, f"one of {', '.join(INIT_MODES)}")
+    interval = tuple(bcfg.INTERVAL)
+    require(interval == () or (len(interval) == 2 and all(is_int(v) for v in interval)), "INTERVAL",
+            list(interval), "empty (use START/END) or [a, b] in the paper's notation")
+    start, end = prompted_blocks(bcfg)
+    require(start >= 0, "INTERVAL" if interval else "START", list(interval) if interval else bcfg.START,
+            "a range of layers that starts at block 0 or later")
+    require(end > start, "INTERVAL" if interval else "END", list(interval) if interval else bcfg.END,
+            f"a range with an end > its start (block {start})")
+    if bcfg.LAYOUT == "maple_derived":
+        require(start <= 1, "LAYOUT", bcfg.LAYOUT, f"used with a range that starts at block 0 or 1 (layer 0 is "
+                f"MaPLe's coupling; Bloom fuses from block 1), but the prompted blocks start at {start}")
+        require(bcfg.FUSION != "concat", "LAYOUT", bcfg.LAYOUT, "per_layer with FUSION concat (the layer-0 "
+                "coupling has N_CTX tokens, concat 2 x N_CTX)")
+
+
+def prompted_blocks(bcfg):
+    """The prompted 0-based blocks ``[start, end)``: ``INTERVAL`` (the paper's ``[a, b)``) read
+    with ``INTERVAL_READING`` when given, else ``START``, ``END``."""
+    interval = tuple(bcfg.INTERVAL)
+    if len(interval) != 2:
+        return bcfg.START, bcfg.END
+    a, b = interval
+    return (a, b) if bcfg.INTERVAL_READING == "zero_based" else (a - 1, b - 1)
 
 
 class LayerwiseBottleneck(nn.Module):
@@ -60,12 +99,16 @@ class LayerwiseBottleneck(nn.Module):
     initialised the way ``nn.Linear`` initialises itself.
     """
 
-    def __init__(self, n_layers, d_in, d_mid, d_out):
+    def __init__(self, n_layers, d_in, d_mid, d_out, zero_expansion=False):
         super().__init__()
         self.down_weight = nn.Parameter(self._uniform(n_layers, d_mid, d_in, fan_in=d_in))
         self.down_bias = nn.Parameter(self._uniform(n_layers, d_mid, fan_in=d_in))
         self.up_weight = nn.Parameter(self._uniform(n_layers, d_out, d_mid, fan_in=d_mid))
         self.up_bias = nn.Parameter(self._uniform(n_layers, d_out, fan_in=d_mid))
+        if zero_expansion:  # the output starts at 0 (the down-projection learns once up has moved)
+            with torch.no_grad():
+                self.up_weight.zero_()
+                self.up_bias.zero_()
 
     @staticmethod
     def _uniform(*shape, fan_in):
@@ -128,34 +171,55 @@ class BloomPromptLearner(nn.Module):
         super().__init__()
         bcfg = cfg.TRAINER.BLOOM
         check_bloom_cfg(bcfg)
+        start, end = prompted_blocks(bcfg)
+        bound_key = "INTERVAL" if tuple(bcfg.INTERVAL) else "END"
         for encoder, blocks in (("text", clip_model.transformer.resblocks),
                                 ("image", clip_model.visual.transformer.resblocks)):
-            if bcfg.END > len(blocks):
-                raise ValueError(f"TRAINER.BLOOM.END {bcfg.END} exceeds the {len(blocks)} layers of the {encoder} "
+            if end > len(blocks):
+                value = list(bcfg.INTERVAL) if bound_key == "INTERVAL" else end
+                raise ValueError(f"TRAINER.BLOOM.{bound_key} {value} exceeds the {len(blocks)} layers of the {encoder} "
                                  f"encoder of backbone {cfg.MODEL.BACKBONE.NAME}")
+        self.layout = bcfg.LAYOUT
+        maple = self.layout == "maple_derived"
+        if maple:
+            if end < 2:
+                raise ValueError("TRAINER.BLOOM.LAYOUT maple_derived needs at least blocks 0 and 1 (an END >= 2): "
+                                 "with block 0 alone it is MaPLe at depth 1")
+            start = 0  # block 0 is MaPLe's coupling whether the interval starts at 0 or 1
         self.fusion, self.direction = bcfg.FUSION, bcfg.DIRECTION
-        self.start, self.gumbel_tau = bcfg.START, float(bcfg.GUMBEL_TAU)
-        n_layers, n_ctx, d_mid = bcfg.END - bcfg.START, bcfg.N_CTX, bcfg.MIDDLE_DIM
+        self.start, self.gumbel_tau = start, float(bcfg.GUMBEL_TAU)
+        # text prompts at blocks [start, end); with maple_derived the fused layers (vision prompts,
+        # bottlenecks, gates) are blocks 1..end-1 and block 0 is the linear coupling
+        n_layers, n_ctx, d_mid = end - start, bcfg.N_CTX, bcfg.MIDDLE_DIM
+        n_fused = n_layers - 1 if maple else n_layers
         d_text, d_vis = clip_model.text_width, clip_model.vision_width
         self.text_receives = self.direction in ("both", "v2l")
         self.vision_receives = self.direction in ("both", "l2v")
+        intact = bcfg.INIT_MODE == "intact"
 
         text_prompts = torch.empty(n_layers, n_ctx, d_text).normal_(std=bcfg.INIT_STD)
         ctx, prompt_prefix, _ = init_text_context(clip_model, n_ctx, bcfg.CTX_INIT, rule="maple")
         if self.start == 0:
             text_prompts[0] = ctx
+            if intact and not maple and self.fusion == "gate" and self.text_receives:
+                # softmax(G)[0] * own + softmax(G)[1] * 0 must equal the CTX_INIT embedding at step 0
+                # (G starts at 0: see the gates below)
+                text_prompts[0] = ctx / torch.zeros(2).softmax(dim=-1)[0]
         self.text_prompts = nn.Parameter(text_prompts)
-        self.vision_prompts = nn.Parameter(torch.empty(n_layers, n_ctx, d_vis).normal_(std=bcfg.INIT_STD))
+        self.vision_prompts = nn.Parameter(torch.empty(n_fused, n_ctx, d_vis).normal_(std=bcfg.INIT_STD))
         if self.text_receives:
-            self.proj_v2l = LayerwiseBottleneck(n_layers, d_vis, d_mid, d_text)
+            self.proj_v2l = LayerwiseBottleneck(n_fused, d_vis, d_mid, d_text, zero_expansion=intact)
         if self.vision_receives:
-            self.proj_l2v = LayerwiseBottleneck(n_layers, d_text, d_mid, d_vis)
+            self.proj_l2v = LayerwiseBottleneck(n_fused, d_text, d_mid, d_vis, zero_expansion=intact)
         if self.fusion in GATED_FUSIONS:
             # Equal logits: softmax(G) starts as the uniform (0.5, 0.5) mixture.
             if self.text_receives:
-                self.gate_text = nn.Parameter(torch.zeros(n_layers, 2))
+                self.gate_text = nn.Parameter(torch.zeros(n_fused, 2))
             if self.vision_receives:
-                self.gate_vision = nn.Parameter(torch.zeros(n_layers, 2))
+                self.gate_vision = nn.Parameter(torch.zeros(n_fused, 2))
+        if maple:
+            # MaPLe's layer-0 coupling (its name there: prompt_learner.proj): vision from language
+            self.proj = nn.Linear(d_text, d_vis)
 
         widen = self.fusion == "concat"
         self.n_text_tokens = 2 * n_ctx if widen and self.text_receives else n_ctx
@@ -173,10 +237,18 @@ class BloomPromptLearner(nn.Module):
             self.template = ClassPromptTemplate(clip_model, classnames, fixed, 0)
 
         print("Bloom design: bilateral adaptive cross-modal fusion prompt learning")
-        print(f"Prompted layers [{bcfg.START}, {bcfg.END}), {n_ctx} token(s) per branch, middle dim {d_mid}, "
-              f"fusion {self.fusion}, direction {self.direction}")
+        fused_from = 1 if maple else start
+        print(f"Layout {self.layout}: prompted blocks [{start}, {end}) (0-based)"
+              + (", block 0 coupled as in MaPLe (Linear language -> vision)" if maple else "")
+              + f", Bloom fusion at blocks [{fused_from}, {end}); {n_ctx} token(s) per branch, middle dim {d_mid}, "
+              f"fusion {self.fusion}, direction {self.direction}, init {bcfg.INIT_MODE}")
         if self.start == 0:
             print(f'Initial text context: "{prompt_prefix}"')
+
+    @property
+    def first_fused_layer(self):
+        """The block that row 0 of the bottlenecks, gates and vision prompts belongs to."""
+        return 1 if self.layout == "maple_derived" else self.start
 
     # ------------------------------------------------------------------ gates
     def gate_weights(self, logits):
@@ -205,12 +277,20 @@ class BloomPromptLearner(nn.Module):
         return weights[:, 0, None, None] * own + weights[:, 1, None, None] * translated
 
     def fused_prompts(self):
-        """(M_l (layers, T_l, d_l), M_v (layers, T_v, d_v)): the prompts each layer receives."""
+        """(M_l (layers, T_l, d_l), M_v (layers, T_v, d_v)): the prompts each layer receives.
+
+        With the maple_derived layout, layer 0 receives the language context itself and its
+        linear projection (MaPLe), and the fusion starts at layer 1."""
         text, vision = self.text_prompts, self.vision_prompts
-        fused_text = self.fuse(text, self.proj_v2l(vision), getattr(self, "gate_text", None)) \
-            if self.text_receives else text
-        fused_vision = self.fuse(vision, self.proj_l2v(text), getattr(self, "gate_vision", None)) \
+        maple = self.layout == "maple_derived"
+        deep_text = text[1:] if maple else text
+        fused_text = self.fuse(deep_text, self.proj_v2l(vision), getattr(self, "gate_text", None)) \
+            if self.text_receives else deep_text
+        fused_vision = self.fuse(vision, self.proj_l2v(deep_text), getattr(self, "gate_vision", None)) \
             if self.vision_receives else vision
+        if maple:
+            fused_text = torch.cat([text[:1], fused_text])
+            fused_vision = torch.cat([self.proj(text[0]).unsqueeze(0), fused_vision])
         return fused_text, fused_vision
 
     def forward(self):
@@ -250,8 +330,16 @@ class Bloom(ClipPromptTrainer):
         cfg.TRAINER.BLOOM.N_CTX = 2  # prompt tokens per layer and branch (L)
         cfg.TRAINER.BLOOM.CTX_INIT = "a photo of a"  # layer-0 language prompt words (used when N_CTX <= 4)
         cfg.TRAINER.BLOOM.PREC = "fp16"  # fp16, fp32, amp, bf16
-        cfg.TRAINER.BLOOM.START = 0  # first prompted layer (0-based; the paper's [a, b) is [a-1, b-1) here)
-        cfg.TRAINER.BLOOM.END = 12  # one past the last prompted layer
+        cfg.TRAINER.BLOOM.START = 0  # first prompted block (0-based)
+        cfg.TRAINER.BLOOM.END = 12  # one past the last prompted block
+        # The paper's interval [a, b) instead of START/END (e.g. [1, 12)), read as INTERVAL_READING:
+        # zero_based (blocks a..b-1, MaPLe's indices) or one_based (the a-th..(b-1)-th layer from 1)
+        cfg.TRAINER.BLOOM.INTERVAL = ()
+        cfg.TRAINER.BLOOM.INTERVAL_READING = "zero_based"
+        # per_layer (a bottleneck pair at every prompted layer, the paper's text) or maple_derived
+        # (MaPLe's layer-0 coupling, bottlenecks from layer 1: the paper's 2.24M parameters)
+        cfg.TRAINER.BLOOM.LAYOUT = "per_layer"
+        cfg.TRAINER.BLOOM.INIT_MODE = "paper"  # paper, or intact (layer-0 context intact at step 0)
         cfg.TRAINER.BLOOM.MIDDLE_DIM = 64  # bottleneck width d_m of the projections
         cfg.TRAINER.BLOOM.INIT_STD = 0.2  # std of the normal init of the prompts (paper: N(0, 0.2))
         cfg.TRAINER.BLOOM.FUSION = "gate"  # gate, add, concat, routing
