@@ -22,7 +22,7 @@ import torch
 import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.trainer import select_device
 from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
                          write_to_log_file)
@@ -126,6 +126,9 @@ def setup_cfg(args):
                                  "command line") from None
     except Exception as err:
         raise ConfigError(f"command line: {str(err).splitlines()[0]}") from None
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME) if cfg.TRAINER.NAME in TRAINER_REGISTRY else None
+    if hasattr(trainer_cls, "adjust_cfg"):  # trainer-specific settings (CoPrompt's per-dataset values)
+        trainer_cls.adjust_cfg(cfg)
     cfg.freeze()
     return cfg
 

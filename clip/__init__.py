@@ -10,6 +10,7 @@ from .model import (CLIP, LayerHook, LayerNorm, ModifiedResNet, QuickGELU,
                     ResidualAttentionBlock, Transformer, VisionTransformer, build_model,
                     infer_clip_config)
 from .tokenizer import SimpleTokenizer, _Tokenizer, get_tokenizer, tokenize
+from . import simple_tokenizer  # noqa: F401,E402  (``clip.simple_tokenizer``, as in OpenAI's package)
 
 __all__ = [
     "CLIP", "CLIP_MEAN", "CLIP_STD", "MODEL_URLS", "LayerHook", "LayerNorm", "ModifiedResNet",

@@ -15,34 +15,35 @@ import torch
 __all__ = ["SimpleTokenizer", "_Tokenizer", "tokenize", "get_tokenizer"]
 
 
-def _load_open_clip_tokenizer_module():
-    """Return open_clip's ``tokenizer`` module, preferably without importing all of open_clip.
+def load_open_clip_module(name):
+    """open_clip's module ``open_clip.<name>``, preferably without importing all of open_clip.
 
     ``import open_clip`` pulls in timm and huggingface_hub (seconds of start-up for every run and
-    test); the tokenizer module itself only needs ftfy, regex and torch, so it is loaded from its
-    file directly. If that ever stops working, fall back to the regular import.
+    test); the modules used here (the tokenizer: ftfy, regex and torch; the zero-shot metadata:
+    plain data) are loaded from their files directly. If that ever stops working, fall back to
+    the regular import.
     """
-    if "open_clip.tokenizer" in sys.modules:
-        return sys.modules["open_clip.tokenizer"]
+    if f"open_clip.{name}" in sys.modules:
+        return sys.modules[f"open_clip.{name}"]
     package_spec = importlib.util.find_spec("open_clip")
     if package_spec is None or not package_spec.submodule_search_locations:
-        raise ImportError("clip.tokenizer needs the open_clip_torch package for CLIP's BPE "
-                          "vocabulary: pip install open_clip_torch")
-    module_name = "clip._open_clip_tokenizer"
+        raise ImportError("clip needs the open_clip_torch package (CLIP's BPE vocabulary, prompt templates): "
+                          "pip install open_clip_torch")
+    module_name = f"clip._open_clip_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    path = os.path.join(list(package_spec.submodule_search_locations)[0], "tokenizer.py")
+    path = os.path.join(list(package_spec.submodule_search_locations)[0], f"{name}.py")
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     except (ImportError, OSError, AttributeError):
-        return importlib.import_module("open_clip.tokenizer")
+        return importlib.import_module(f"open_clip.{name}")
     sys.modules[module_name] = module
     return module
 
 
-_open_clip_tokenizer = _load_open_clip_tokenizer_module()
+_open_clip_tokenizer = load_open_clip_module("tokenizer")
 
 
 class SimpleTokenizer(_open_clip_tokenizer.SimpleTokenizer):

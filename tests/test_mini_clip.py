@@ -157,8 +157,9 @@ def test_pretraining_refuses_zero_steps(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # The mini_clip configs (CFG=mini_clip): every method builds on the mini CLIP and learns
 # ----------------------------------------------------------------------------------------------
-MINI_CLIP_CONFIGS = {"CoOp": "CoOp", "CoCoOp": "CoCoOp", "VPT": "VPT", "IVLP": "IVLP", "MaPLe": "MaPLe",
-                     "BMIP": "BMIP", "Bloom": "Bloom"}
+MINI_CLIP_CONFIGS = {name: name for name in (
+    "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP", "Bloom", "PromptSRC", "PromptSRC_MaPLe", "PromptSRC_BMIP",
+    "PromptSRC_Bloom", "CoPrompt", "CoPrompt_BMIP", "CoPrompt_Bloom")}
 
 
 def test_every_method_folder_has_a_mini_clip_config():

@@ -2,6 +2,11 @@
 from dassl.engine import TRAINER_REGISTRY
 
 from . import bloom, bmip, cocoop, coop, ivlp, maple, zsclip  # noqa: F401  (registration side effect)
+from . import coprompt, promptsrc  # noqa: F401,E402  (the regularizers)
+from .composition import register_compositions
+
+# <Regularizer>_<Base> for every regularizer and every prompting base registered above
+register_compositions()
 
 
 def add_trainer_configs(cfg):

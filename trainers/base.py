@@ -51,8 +51,8 @@ class PromptSet:
     text_length: Optional[int] = None
 
 
-def encode_class_texts(clip_model, embeddings, eot_indices, hook=None, length=None):
-    """L2-normalised text features of token ``embeddings`` (N, L, D).
+def encode_class_texts(clip_model, embeddings, eot_indices, hook=None, length=None, normalize=True):
+    """Text features of token ``embeddings`` (N, L, D), L2-normalised unless ``normalize=False``.
 
     The sequences are cut after the last end-of-text token (``length`` = the
     last EOT position + 1, computed when not given): under the causal mask no
@@ -62,7 +62,23 @@ def encode_class_texts(clip_model, embeddings, eot_indices, hook=None, length=No
     if length is None:
         length = int(eot_indices.max()) + 1
     feats = clip_model.encode_text_embeddings(embeddings[:, :length], eot_indices, hook=hook)
-    return F.normalize(feats, dim=-1)
+    return F.normalize(feats, dim=-1) if normalize else feats
+
+
+@dataclass
+class TrainingOutput:
+    """What a regularized model's training forward returns (see trainers/composition.py):
+    the class logits and the L2-normalised features the regularizer's losses compare."""
+
+    logits: torch.Tensor
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+    extras: dict
+
+
+def logits_of(output):
+    """The class logits of a training forward's output (plain logits or a TrainingOutput)."""
+    return output.logits if isinstance(output, TrainingOutput) else output
 
 
 def load_clip_model(cfg):
@@ -104,30 +120,40 @@ class PromptedCLIP(nn.Module):
         self.clip_model = clip_model
         self._cache = None
         self._static_text = None
+        # Optional maps applied to the features before they are normalised (CoPrompt's residual
+        # adapters). Submodules here, so moves and casts reach them; the trainer registers them
+        # (and so checkpoints them) beside the prompt learner.
+        self.image_head = None
+        self.text_head = None
 
     @property
     def dtype(self):
         return self.clip_model.dtype
 
+    def _head(self, kind, feats):
+        head = self.image_head if kind == "image" else self.text_head
+        return feats if head is None else head(feats)
+
     def encode_text(self, prompts: PromptSet):
         """L2-normalised class text features (n_cls, E); fixed texts are encoded once."""
         if not prompts.static_text:
-            return encode_class_texts(self.clip_model, prompts.text_embeddings, prompts.eot_indices,
-                                      prompts.text_hook, prompts.text_length)
+            raw = encode_class_texts(self.clip_model, prompts.text_embeddings, prompts.eot_indices,
+                                     prompts.text_hook, prompts.text_length, normalize=False)
+            return F.normalize(self._head("text", raw), dim=-1)
         device = prompts.text_embeddings.device
         if self._static_text is None or self._static_text.device != device:
             with torch.no_grad():
                 self._static_text = encode_class_texts(self.clip_model, prompts.text_embeddings,
                                                        prompts.eot_indices, prompts.text_hook,
-                                                       prompts.text_length)
-        return self._static_text
+                                                       prompts.text_length, normalize=False)
+        return F.normalize(self._head("text", self._static_text), dim=-1)
 
     def encode_image(self, image, prompts: PromptSet):
         """L2-normalised image features (N, E)."""
         feats = self.clip_model.encode_image(
             image.type(self.dtype), prompts=prompts.vision_prompts, hook=prompts.vision_hook
         )
-        return F.normalize(feats, dim=-1)
+        return F.normalize(self._head("image", feats), dim=-1)
 
     def forward(self, image):
         if self._cache is not None:
@@ -140,7 +166,11 @@ class PromptedCLIP(nn.Module):
             # ViT-B/16, 50 classes, batch 4: ~90 MB of ~830 MB for MaPLe).
             img = self.encode_image(image, prompts)
             text = self.encode_text(prompts)
-        return self.clip_model.logit_scale.exp() * img @ text.t().type(img.dtype)
+        return self.logits(img, text)
+
+    def logits(self, image_features, text_features):
+        """CLIP's scaled cosine logits of normalised features: (N, E) x (n_cls, E) -> (N, n_cls)."""
+        return self.clip_model.logit_scale.exp() * image_features @ text_features.t().type(image_features.dtype)
 
     @contextlib.contextmanager
     def cached_text_features(self):
@@ -165,6 +195,9 @@ class ClipPromptTrainer(TrainerX):
     """
 
     CFG_NODE = None
+    # Whether a regularizer (trainers/composition.py) may wrap this trainer: it needs per-class
+    # text features that do not depend on the image and something to train.
+    COMPOSABLE = True
     # Name the trainable module is registered (and its checkpoint folder named)
     # under, and whether its keys carry "prompt_learner.": both as in the
     # official repository, so its released weights load from --model-dir.
@@ -198,6 +231,15 @@ class ClipPromptTrainer(TrainerX):
     def build_prompted_clip(self, clip_model, prompt_learner):
         """The model trained and evaluated: CLIP driven by the prompt learner."""
         return PromptedCLIP(clip_model, prompt_learner)
+
+    def registered_module(self, prompt_learner):
+        """The module registered, optimised and checkpointed: the prompt learner, under
+        ``prompt_learner.`` when ``PREFIXED_KEYS`` (as the official checkpoints name it)."""
+        if not self.PREFIXED_KEYS:
+            return prompt_learner
+        registered = nn.Module()
+        registered.prompt_learner = prompt_learner
+        return registered
 
     # ------------------------------------------------------------- precision
     def resolve_precision(self):
@@ -239,16 +281,13 @@ class ClipPromptTrainer(TrainerX):
         print("Turning off gradients in both the image and the text encoder")
         for p in self.model.clip_model.parameters():
             p.requires_grad_(False)
-        trainable = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
+        # The module that is registered, optimised and checkpointed.
+        self.prompt_learner = prompt_learner  # (key mapping of checkpoints reads it)
+        registered = self.registered_module(prompt_learner)
+        trainable = sorted(n for n, p in registered.named_parameters() if p.requires_grad)
         shown = trainable if len(trainable) <= 12 else trainable[:12] + [f"... ({len(trainable)} tensors)"]
         print(f"Parameters to be updated: {shown}")
-        print(f"# trainable params: {count_num_param(prompt_learner):,}")
-
-        # The module that is registered, optimised and checkpointed.
-        registered = prompt_learner
-        if self.PREFIXED_KEYS:
-            registered = nn.Module()
-            registered.prompt_learner = prompt_learner
+        print(f"# trainable params: {count_num_param(registered):,}")
         if cfg.MODEL.INIT_WEIGHTS:
             self._load_weights_into(registered, state_dict_of(load_released_checkpoint(cfg.MODEL.INIT_WEIGHTS)),
                                     cfg.MODEL.INIT_WEIGHTS)
@@ -256,15 +295,19 @@ class ClipPromptTrainer(TrainerX):
             self.model.half()
         self.model.to(self.device)
 
-        self.prompt_learner = prompt_learner
         if trainable:
-            self.optim = build_optimizer(prompt_learner, cfg.OPTIM)
+            self.optim = build_optimizer(registered, cfg.OPTIM)
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         else:
             self.optim = self.sched = None
         self.register_model(self.MODEL_NAME, registered, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
-        self.train_model = self.compile_if_requested(self.wrap_for_data_parallel(self.model))
+        self.train_model = self.compile_if_requested(self.wrap_for_data_parallel(self.training_model()))
+
+    def training_model(self):
+        """The module a training step calls (``self.model``; a regularizer wraps it to also
+        return the features its losses need)."""
+        return self.model
 
     def compile_if_requested(self, model):
         """``model`` through ``torch.compile`` when ``TRAIN.COMPILE`` is set (and something
@@ -302,7 +345,7 @@ class ClipPromptTrainer(TrainerX):
         # broadcasting it (hundreds of MB for ViT-B/16). The prompt learner's tensors are
         # still broadcast from rank 0, so all ranks start from identical prompts.
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-        frozen += [n for n, _ in model.named_buffers() if n.startswith("clip_model.")]
+        frozen += [n for n, _ in model.named_buffers() if n.startswith("clip_model.") or ".clip_model." in n]
         ignore = getattr(DistributedDataParallel, "_set_params_and_buffers_to_ignore_for_model", None)
         if ignore is not None:
             ignore(model, frozen)
@@ -320,12 +363,18 @@ class ClipPromptTrainer(TrainerX):
         """Training objective (cross-entropy on the class logits)."""
         return F.cross_entropy(output, label)
 
+    def loss_terms(self, output):
+        """Extra numbers for the progress line (a regularizer's loss terms); none by default."""
+        return {}
+
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
         with self.autocast():
-            output = self.train_model(image)
+            # several augmented views (DATALOADER.K_TRANSFORMS > 1) are passed as positional inputs
+            output = self.train_model(*image) if isinstance(image, tuple) else self.train_model(image)
             loss = self.compute_loss(output, label)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        summary = {"loss": loss.item(), "acc": compute_accuracy(logits_of(output), label)[0].item()}
+        summary.update(self.loss_terms(output))
         if dist_utils.is_distributed():
             loss = self.share_batch_across_ranks(loss, summary, label.shape[0])
         if self.scaler is not None:
@@ -362,7 +411,10 @@ class ClipPromptTrainer(TrainerX):
         return loss if scale == 1.0 else loss * scale
 
     def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+        image = batch["img"]
+        if isinstance(image, (list, tuple)):  # DATALOADER.K_TRANSFORMS views of each image
+            return tuple(view.to(self.device) for view in image), batch["label"].to(self.device)
+        return image.to(self.device), batch["label"].to(self.device)
 
     def state_dict(self):
         state = super().state_dict()

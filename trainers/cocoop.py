@@ -81,6 +81,7 @@ class CoCoOp(ClipPromptTrainer):
     """Conditional context optimisation; checkpoints ``prompt_learner/model.pth.tar-N``
     with keys ``ctx``, ``meta_net.*`` as the official ones."""
 
+    COMPOSABLE = False  # no regularizer composition: its class text features depend on the image
     CFG_NODE = "COCOOP"
 
     @staticmethod

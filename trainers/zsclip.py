@@ -63,6 +63,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
     that sweeps treating every trainer alike still get a results.json.
     """
 
+    COMPOSABLE = False  # no regularizer composition: nothing to train
     CFG_NODE = "ZSCLIP"
 
     @staticmethod
