@@ -170,18 +170,24 @@ def test_every_transform_name_builds_and_runs():
         assert out.shape == (3, SIZE, SIZE), name
 
 
-def test_random_augmentation_is_reproducible_from_torch_seed():
+def test_random_augmentation_is_reproducible_from_the_seeds():
+    """torch's seed for the torch-based transforms; randaugment is Dassl's, which draws from Python's
+    random and NumPy (the trainer and every loader worker seed all three)."""
+    import random
+
     cfg = make_cfg(**{"INPUT.CUTOUT_LEN": 6, "INPUT.GB_K": 3})
     choices = ["random_translation", "random_flip", "colorjitter", "randaugment", "gaussian_blur",
                "cutout", "normalize", "gaussian_noise"]
     tfm = build_transform(cfg, is_train=True, choices=choices)
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (20, 28, 3), dtype=np.uint8))
-    torch.manual_seed(5)
-    first = torch.stack([tfm(image) for _ in range(4)])
-    torch.manual_seed(5)
-    second = torch.stack([tfm(image) for _ in range(4)])
-    torch.manual_seed(6)
-    third = torch.stack([tfm(image) for _ in range(4)])
+
+    def run(seed):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        return torch.stack([tfm(image) for _ in range(4)])
+
+    first, second, third = run(5), run(5), run(6)
     assert torch.equal(first, second)
     assert not torch.equal(first, third)
 

@@ -10,9 +10,10 @@ order, so a seeded run makes the same augmentation choices and leaves torch's ge
 same state. ``tests/test_transforms_pil.py`` checks all of this against torchvision itself.
 
 Only PIL images are accepted by the geometric transforms (the pipelines convert to a tensor
-last); anything else raises ``TypeError``. The rarely used augmentations (AutoAugment,
-RandAugment, colour jitter, ...) still come from torchvision, imported only when one of them
-is configured (see ``transforms.py``).
+last); anything else raises ``TypeError``. Dassl's RandAugment variants are ours too
+(``randaugment.py``); the other rarely used augmentations (AutoAugment, colour jitter, ...)
+still come from torchvision, imported only when one of them is configured (see
+``transforms.py``).
 """
 import math
 from enum import Enum

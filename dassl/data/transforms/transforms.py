@@ -2,29 +2,41 @@
 
 ``build_transform(cfg, is_train)`` turns the list of names in ``cfg.INPUT.TRANSFORMS`` into a
 ``Compose`` (``pil_transforms.Compose``). The position of each operation in the pipeline is
-fixed (geometry on the PIL image, then colour, then ``ToTensor``, then tensor-level operations),
-so the order in which names are listed in a config does not matter -- the same rule Dassl applies.
+fixed, so the order in which names are listed in a config does not matter -- the same rule and
+the same order as Dassl's: resize to ``INPUT.SIZE`` (only when neither ``random_crop`` nor
+``random_resized_crop`` is listed), random translation, random crop, random resized crop,
+random flip, the AutoAugment policies, ``randaugment``, ``randaugment_fixmatch``,
+``randaugment2``, colour jitter, random grayscale, gaussian blur, ``ToTensor``, cutout,
+normalize, gaussian noise, instance norm.
 
-Every random choice made by the custom transforms below draws from torch's RNG, so the state
-of one generator (torch's, seeded per worker by the DataLoader) decides all augmentation.
+Random number generators: the custom transforms defined below (random translation, cutout,
+gaussian noise) and the torchvision / ``pil_transforms`` ones draw from torch's RNG. The
+RandAugment family draws from Python's ``random`` and NumPy's global generator, exactly as
+Dassl's does. The DataLoader seeds all three in each worker; with ``NUM_WORKERS 0`` they are
+the ones ``set_random_seed`` seeded.
 
 torchvision is not imported by the default pipelines: resize, centre crop, random resized crop,
 horizontal flip, to-tensor and normalisation come from ``pil_transforms`` (bit-identical to
-torchvision's, same RNG calls), which saves ~1.6 s per process start. torchvision is imported,
-inside ``_build_transform_train``, only when a config asks for one of the rarer augmentations
-(``random_crop``, the AutoAugment policies, ``randaugment*``, ``colorjitter``,
-``randomgrayscale``, ``gaussian_blur``).
+torchvision's, same RNG calls), and the RandAugment family from ``randaugment`` (PIL and NumPy
+only), which saves ~1.6 s per process start. torchvision is imported, inside
+``_build_transform_train``, only when a config asks for one of the rarer augmentations
+(``random_crop``, the AutoAugment policies, ``colorjitter``, ``randomgrayscale``,
+``gaussian_blur``).
+
+``randaugment``, ``randaugment_fixmatch`` and ``randaugment2`` are Dassl's own augmenters,
+re-implemented in ``randaugment.py`` (same output pixels, same ``random`` / ``numpy.random``
+calls) and built with Dassl's arguments: ``RandAugment(INPUT.RANDAUGMENT_N,
+INPUT.RANDAUGMENT_M)`` (N operations from a list of 16, each at the fixed value
+``M / 30 * (high - low) + low``), ``RandAugmentFixMatch(INPUT.RANDAUGMENT_N)`` and
+``RandAugment2(INPUT.RANDAUGMENT_N)`` (N operations at uniformly random values; RandAugment2
+applies each with probability 0.6). ``INPUT.RANDAUGMENT_M`` is used by ``randaugment`` only.
 
 Deviations from Dassl, all documented here:
 - ``imagenet_policy`` / ``cifar10_policy`` / ``svhn_policy`` use torchvision's ``AutoAugment``
   with the matching ``AutoAugmentPolicy`` (same published policies; fill colour is black
   instead of Dassl's grey).
-- ``randaugment`` uses torchvision's ``RandAugment(num_ops=INPUT.RANDAUGMENT_N,
-  magnitude=INPUT.RANDAUGMENT_M)``; both use a 0..30 magnitude scale.
-- ``randaugment_fixmatch`` and ``randaugment2`` (random magnitude per operation) are
-  ``INPUT.RANDAUGMENT_N`` chained ``TrivialAugmentWide`` steps: each step applies one random
-  operation at a random magnitude. Dassl's FixMatch variant also pastes a random cutout,
-  which is not reproduced.
+- ``random_translation``, ``cutout`` and ``gaussian_noise`` draw from torch's RNG instead of
+  Python's ``random`` / NumPy (same distributions).
 """
 import torch
 
@@ -40,6 +52,7 @@ from .pil_transforms import (
     crop,
     resize,
 )
+from .randaugment import RandAugment, RandAugment2, RandAugmentFixMatch
 
 AVAI_CHOICES = [
     "random_flip",
@@ -78,8 +91,7 @@ _AUTOAUGMENT_POLICIES = {
 
 # Names whose transform comes from torchvision (imported only when one of them is chosen).
 _TORCHVISION_CHOICES = frozenset([
-    "random_crop", *_AUTOAUGMENT_POLICIES, "randaugment", "randaugment_fixmatch", "randaugment2",
-    "colorjitter", "randomgrayscale", "gaussian_blur",
+    "random_crop", *_AUTOAUGMENT_POLICIES, "colorjitter", "randomgrayscale", "gaussian_blur",
 ])
 
 
@@ -263,15 +275,17 @@ def _build_transform_train(cfg, choices):
         if name in choices:
             print(f"+ {name} (torchvision AutoAugment)")
             steps.append(T.AutoAugment(getattr(T.AutoAugmentPolicy, policy)))
+    # Dassl's RandAugment family (Python ``random`` / NumPy RNG), with Dassl's arguments.
     if "randaugment" in choices:
         n_ops, magnitude = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
         print(f"+ randaugment (n={n_ops}, m={magnitude})")
-        steps.append(T.RandAugment(num_ops=n_ops, magnitude=magnitude))
-    for name in ("randaugment_fixmatch", "randaugment2"):
-        if name in choices:
-            n_ops = cfg.INPUT.RANDAUGMENT_N
-            print(f"+ {name} (n={n_ops}, random magnitude per operation)")
-            steps.append(Compose([T.TrivialAugmentWide() for _ in range(n_ops)]))
+        steps.append(RandAugment(n_ops, magnitude))
+    if "randaugment_fixmatch" in choices:
+        print(f"+ randaugment_fixmatch (n={cfg.INPUT.RANDAUGMENT_N})")
+        steps.append(RandAugmentFixMatch(cfg.INPUT.RANDAUGMENT_N))
+    if "randaugment2" in choices:
+        print(f"+ randaugment2 (n={cfg.INPUT.RANDAUGMENT_N})")
+        steps.append(RandAugment2(cfg.INPUT.RANDAUGMENT_N))
     if "colorjitter" in choices:
         jitter = dict(
             brightness=cfg.INPUT.COLORJITTER_B,
