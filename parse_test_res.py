@@ -38,6 +38,7 @@ tables the papers print::
     python parse_test_res.py --table base2new OUTPUT [--format markdown|csv|latex]
         [--trainers CoOp MaPLe/vit_b16_c2_ep5_batch4_2ctx] [--std] [--plot base2new.png]
     python parse_test_res.py --table {openworld,xd,dg,fewshot} OUTPUT ...
+    python parse_test_res.py --table composition OUTPUT [--rows methods|datasets] ...
 
     base2new   OUTPUT/base2new/train_base/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>  (Base)
                OUTPUT/base2new/test_new/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>    (New)
@@ -45,6 +46,8 @@ tables the papers print::
     xd, dg     OUTPUT/xd/train/<source>/shots_<K>/<TRAINER>/<CFG>/seed<S>              (source)
                OUTPUT/xd/test/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>              (targets)
     fewshot    OUTPUT/fewshot/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>
+    composition  the base2new runs of PromptSRC, PromptSRC_BMIP, PromptSRC_Bloom, CoPrompt,
+               CoPrompt_BMIP and CoPrompt_Bloom (BMIP's Table 4: regularizer x base)
 
 Cells are means over the seeds found anywhere in the table (or ``--seeds``); a missing or
 incomplete run is named on stderr and a cell without any run is a gap ("-"), never a zero.
@@ -462,7 +465,7 @@ def parse_multi_experiment(
 # Table mode: whole OUTPUT trees -> the papers' tables
 # ---------------------------------------------------------------------------------------------
 
-TABLE_KINDS = ("base2new", "openworld", "xd", "dg", "fewshot")
+TABLE_KINDS = ("base2new", "openworld", "xd", "dg", "fewshot", "composition")
 TABLE_FORMATS = ("markdown", "csv", "latex")
 GAP = "-"
 
@@ -697,16 +700,22 @@ def collect_base2new(
     datasets: Optional[Sequence[str]] = None,
     seeds: Optional[Sequence[int]] = None,
     ci95: bool = False,
+    only_trainers: Optional[Sequence[str]] = None,
 ) -> Base2NewResults:
     """Base (train_base runs), New (test_new runs) and HM per method and dataset.
 
     The per-dataset HM is the HM of the seed-averaged Base and New; the Average row takes
     the mean of the per-dataset Base and of the New, and the HM of those two means.
+    ``only_trainers`` keeps the runs of these trainers alone (before ``trainers`` selects), so
+    that the datasets and seeds a table expects come from its own methods.
     """
     train_root = osp.join(output, "base2new", "train_base")
     new_root = osp.join(output, "base2new", "test_new")
     base_dirs, new_dirs = scan_protocol_tree(train_root), scan_protocol_tree(new_root)
-    methods = select_methods(list(base_dirs) + list(new_dirs), trainers)
+    found = list(base_dirs) + list(new_dirs)
+    if only_trainers is not None:
+        found = [method for method in found if method.trainer in only_trainers]
+    methods = select_methods(found, trainers)
     datasets = expected_datasets(
         [d for m in methods for tree in (base_dirs, new_dirs) for d in tree.get(m, {})], datasets
     )
@@ -872,10 +881,187 @@ def fewshot_table(output, trainers=None, datasets=None, seeds=None, ci95=False) 
     return ResultTable(headers, rows)
 
 
+# BMIP's Table 4: each regularizer over its official base ("Alone"), over BMIP and over Bloom.
+COMPOSITIONS = (
+    ("PromptSRC", ("PromptSRC", "PromptSRC_BMIP", "PromptSRC_Bloom")),  # PromptSRC alone: over IVLP
+    ("CoPrompt", ("CoPrompt", "CoPrompt_BMIP", "CoPrompt_Bloom")),  # CoPrompt alone: over MaPLe
+)
+COMPOSITION_GROUPS = ("Alone", "+BMIP", "+Bloom")
+COMPOSITION_COLUMNS = (("Base", "Base"), ("Novel", "New"), ("HM", "HM"))  # (header, Base2NewResults key)
+COMPOSITION_TRAINERS = tuple(trainer for _, trainers in COMPOSITIONS for trainer in trainers)
+
+
+@dataclass
+class CompositionRow:
+    """One row of the composition table: a regularizer with one method (or None) per column group.
+
+    ``missing`` holds the trainers of the groups that have no run at all, although the table asks
+    for them: their cells are gaps that count as missing runs for ``--strict``.
+    """
+
+    regularizer: str
+    label: str
+    shots: int
+    methods: Tuple[Optional[Method], ...]
+    missing: Tuple[str, ...] = ()
+
+
+def pair_configs(slots: Sequence[Sequence[Method]]) -> List[Tuple[Optional[str], List[Optional[Method]]]]:
+    """Split the methods of the column groups (``slots``, one list per group, one shot count) into
+    rows: ``[(config label or None, [method or None per group])]``.
+
+    When no group has more than one config, that is one row (label None). Otherwise a config name
+    that several groups share (e.g. mini_clip) first gets a row of its own, labelled with it; a
+    group's further config that nothing pairs with also gets its own row; what is left, at most one
+    config per group, is the unlabelled row, which comes first.
+    """
+    remaining = [sorted(slot, key=Method.sort_key) for slot in slots]
+    labelled: List[Tuple[Optional[str], List[Optional[Method]]]] = []
+    while any(len(slot) > 1 for slot in remaining):
+        counts: Dict[str, int] = {}
+        for slot in remaining:
+            for method in slot:
+                counts[method.config] = counts.get(method.config, 0) + 1
+        shared = sorted((name for name, count in counts.items() if count > 1),
+                        key=lambda name: (-counts[name], _natural_key(name)))
+        if shared:
+            picked = [next((m for m in slot if m.config == shared[0]), None) for slot in remaining]
+        else:  # one group's extra config that no other group has
+            index = next(i for i, slot in enumerate(remaining) if len(slot) > 1)
+            picked = [None] * len(remaining)
+            picked[index] = remaining[index][-1]
+        for slot, method in zip(remaining, picked):
+            if method is not None:
+                slot.remove(method)
+        labelled.append((next(m.config for m in picked if m is not None), picked))
+    rows = [(None, [slot[0] if slot else None for slot in remaining])] if any(remaining) else []
+    return rows + sorted(labelled, key=lambda row: _natural_key(row[0]))
+
+
+def composition_rows(methods: Sequence[Method], asked: Sequence[str]) -> List[CompositionRow]:
+    """Arrange the selected base2new ``methods`` of the composition trainers into table rows.
+
+    A regularizer gets a row when any of its trainers has runs: one row when each trainer has one
+    config (the usual case), more when a trainer has several (:func:`pair_configs`; such rows are
+    labelled with their config). Methods that differ in shots never share a row. ``asked`` names the
+    trainers the table wants (all, or those ``--trainers`` names): a group of such a trainer without
+    any run is recorded in ``CompositionRow.missing``.
+    """
+    with_shots = len({method.shots for method in methods}) > 1
+    rows: List[CompositionRow] = []
+    for regularizer, trainers in COMPOSITIONS:
+        own = [method for method in methods if method.trainer in trainers]
+        for shots in sorted({method.shots for method in own}):
+            slots = [[m for m in own if m.trainer == trainer and m.shots == shots] for trainer in trainers]
+            paired = pair_configs(slots)
+            for config, group in paired:
+                label = regularizer
+                if config is not None and len(paired) > 1:
+                    label += f" ({config})"
+                if with_shots:
+                    label += f" ({shots} shots)"
+                missing = tuple(trainer for trainer, method in zip(trainers, group) if method is None
+                                and trainer in asked and not any(m.trainer == trainer for m in own))
+                rows.append(CompositionRow(regularizer, label, shots, tuple(group), missing))
+    return rows
+
+
+def average_over_datasets(cells: Sequence[Cell]) -> Cell:
+    """The mean over datasets of seed-averaged cells, keeping the runs they expected and skipped
+    (so that a partial average is footnoted and counted by ``--strict``); a gap when any cell is.
+    One cell is returned as it is (with its spread over seeds)."""
+    if len(cells) == 1:
+        return cells[0]
+    expected = tuple(run for cell in cells for run in cell.expected)
+    skipped = tuple(run for cell in cells for run in cell.skipped)
+    mean = mean_of_cells(cells).mean
+    return Cell(mean=mean, num_runs=sum(cell.num_runs for cell in cells) if mean is not None else 0,
+                expected=expected, skipped=skipped)
+
+
+def composition_table(
+    output: str,
+    trainers: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    ci95: bool = False,
+    rows: str = "methods",
+) -> ResultTable:
+    """BMIP Table 4 from the base2new tree: one row per regularizer (PromptSRC, CoPrompt), a
+    Base / Novel / HM column block for the regularizer alone (over its official base: IVLP for
+    PromptSRC, MaPLe for CoPrompt), over BMIP and over Bloom.
+
+    ``rows="methods"`` (the paper's layout): each value is the average over the datasets, computed as
+    the base2new table's Average row: the mean of the per-dataset (seed-averaged) Base and of the
+    Novel, HM of those two means. An average carries the runs of its cells, so one from fewer runs
+    than expected is footnoted; it has no spread unless it is over one dataset (``--datasets X``),
+    where it is that dataset's mean +- std over seeds.
+    ``rows="datasets"``: one row per regularizer and dataset (seed-averaged cells with their
+    spread), then the regularizer's Average row (derived: no marker, no spread).
+    """
+    if rows not in ("methods", "datasets"):
+        raise ValueError(f"rows must be 'methods' or 'datasets', got {rows!r}")
+    results = collect_base2new(output, trainers, datasets, seeds, ci95, only_trainers=COMPOSITION_TRAINERS)
+    asked = [trainer for trainer in COMPOSITION_TRAINERS
+             if not trainers or any(name.casefold() == trainer.casefold()
+                                    or name.casefold().startswith(trainer.casefold() + "/") for name in trainers)]
+    table_rows = composition_rows(results.methods, asked)
+    seed_list = expected_seeds(
+        [osp.join(output, "base2new", step, d, f"shots_{m.shots}", m.trainer, m.config)
+         for m in results.methods for d in results.datasets for step in ("train_base", "test_new")], seeds)
+
+    def absent_cells(row: CompositionRow, trainer: str, dataset_list: Sequence[str]) -> Dict[str, Cell]:
+        """Gaps of a group without runs; Base and Novel expect every run the group should have."""
+        cells = {}
+        for key, step in (("Base", "train_base"), ("New", "test_new")):
+            expected = tuple(osp.join(output, "base2new", step, d, f"shots_{row.shots}", trainer, "*", f"seed{s}")
+                             for d in dataset_list for s in seed_list)
+            cells[key] = Cell(expected=expected, skipped=expected)
+        cells["HM"] = Cell()
+        return cells
+
+    for trainer in dict.fromkeys(trainer for row in table_rows for trainer in row.missing):
+        regularizer = next(row.regularizer for row in table_rows if trainer in row.missing)
+        warn(f"composition: no base2new runs of {trainer} under {osp.join(output, 'base2new')}, so its "
+             f"{regularizer} cells are gaps (bash scripts/sweep.sh base2new {trainer.lower().replace('_', '-')})")
+    headers = [f"{group} {header}" for group in COMPOSITION_GROUPS for header, _ in COMPOSITION_COLUMNS]
+    out_rows: List[List[Union[str, Cell]]] = []
+    if rows == "methods":
+        for row in table_rows:
+            values: List[Union[str, Cell]] = [row.label]
+            for trainer, method in zip(dict(COMPOSITIONS)[row.regularizer], row.methods):
+                if method is None:
+                    cells = absent_cells(row, trainer, results.datasets) if trainer in row.missing else {}
+                    values += [cells.get(key, Cell()) for _, key in COMPOSITION_COLUMNS]
+                    continue
+                base = average_over_datasets([results.cells[method, d]["Base"] for d in results.datasets])
+                new = average_over_datasets([results.cells[method, d]["New"] for d in results.datasets])
+                values += [base, new, harmonic_mean_cell(base, new)]
+            out_rows.append(values)
+        return ResultTable(["Regularizer"] + headers, out_rows)
+    for row in table_rows:
+        group_trainers = dict(COMPOSITIONS)[row.regularizer]
+        for dataset in results.datasets:
+            values = [row.label, dataset_title(dataset)]
+            for trainer, method in zip(group_trainers, row.methods):
+                if method is None:
+                    cells = absent_cells(row, trainer, [dataset]) if trainer in row.missing else {}
+                else:
+                    cells = results.cells[method, dataset]
+                values += [cells.get(key, Cell()) for _, key in COMPOSITION_COLUMNS]
+            out_rows.append(values)
+        average: List[Union[str, Cell]] = [row.label, "Average"]
+        for method in row.methods:
+            cells = results.averages[method] if method is not None else {}
+            average += [cells.get(key, Cell()) for _, key in COMPOSITION_COLUMNS]
+        out_rows.append(average)
+    return ResultTable(["Regularizer", "Dataset"] + headers, out_rows)
+
+
 def build_table(kind: str, output: str, **options) -> ResultTable:
     """The ``kind`` table (one of TABLE_KINDS) of the OUTPUT tree ``output``.
 
-    ``options``: trainers, datasets, seeds, ci95 and, for xd/dg, source.
+    ``options``: trainers, datasets, seeds, ci95 and, for xd/dg, source, for composition, rows.
     """
     if not osp.isdir(output):
         raise FileNotFoundError(f"directory not found: {output}")
@@ -887,6 +1073,8 @@ def build_table(kind: str, output: str, **options) -> ResultTable:
         return transfer_table(output, kind, **options)
     if kind == "fewshot":
         return fewshot_table(output, **options)
+    if kind == "composition":
+        return composition_table(output, **options)
     raise ValueError(f"unknown table {kind!r}; choose one of {', '.join(TABLE_KINDS)}")
 
 
@@ -1032,9 +1220,9 @@ def plot_base2new(results: Base2NewResults, path: str) -> str:
 
 def run_table_mode(args: argparse.Namespace) -> int:
     """Print the requested table (and plot); returns the exit status."""
-    if args.rows != "datasets" and args.table != "base2new":
-        print(f"ERROR: --rows methods is a base2new layout; it cannot be used with --table {args.table}",
-              file=sys.stderr)
+    if args.rows == "methods" and args.table not in ("base2new", "composition"):
+        print(f"ERROR: --rows methods is a base2new layout (and composition's default); it cannot be used "
+              f"with --table {args.table}", file=sys.stderr)
         return 1
     if args.plot and args.table != "base2new":
         print(f"ERROR: --plot draws base2new bars; it cannot be used with --table {args.table}", file=sys.stderr)
@@ -1047,13 +1235,16 @@ def run_table_mode(args: argparse.Namespace) -> int:
     if args.table == "base2new":
         # Kept apart from build_table so that --plot draws from the same numbers as the table.
         base2new_results = collect_base2new(args.directory, **options)
-        table = base2new_table(base2new_results, args.rows)
+        table = base2new_table(base2new_results, args.rows or "datasets")
+    elif args.table == "composition":
+        table = composition_table(args.directory, rows=args.rows or "methods", **options)
     else:
         if args.table in ("xd", "dg"):
             options["source"] = args.source
         table = build_table(args.table, args.directory, **options)
     if not any(isinstance(cell, Cell) and not cell.missing for row in table.rows for cell in row):
-        print(f"ERROR: no {args.table} results under {args.directory}", file=sys.stderr)
+        wanted = f" (base2new runs of {', '.join(COMPOSITION_TRAINERS)})" if args.table == "composition" else ""
+        print(f"ERROR: no {args.table} results under {args.directory}{wanted}", file=sys.stderr)
         return 1
     print(render_table(table, args.format, args.std))
     if args.plot:
@@ -1080,8 +1271,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="table format (default markdown)")
     table.add_argument("--trainers", nargs="+", metavar="NAME", help="only these trainers (TRAINER or TRAINER/CFG), in this order")
     table.add_argument("--std", action="store_true", help="add +- std over seeds (the 95%% CI with --ci95)")
-    table.add_argument("--rows", choices=("datasets", "methods"), default="datasets",
-                       help="base2new only: one row per dataset (default) or per method")
+    table.add_argument("--rows", choices=("datasets", "methods"),
+                       help="base2new: one row per dataset (default) or per method; composition: one row "
+                            "per regularizer, averaged over datasets (methods, default) or per regularizer "
+                            "and dataset (datasets)")
     table.add_argument("--plot", metavar="PNG", help="base2new only: also draw Base/New/HM bars to this file")
     table.add_argument("--datasets", nargs="+", metavar="NAME", help="columns/rows to show (default: every dataset found)")
     table.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell expects (default: all found)")

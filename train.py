@@ -266,8 +266,10 @@ USER_ERRORS = (ConfigError, OSError, KeyError, ValueError, RuntimeError, Floatin
 def cli(argv=None):
     """Entry point: run ``main`` and turn input errors into a one-line message."""
     args = build_parser().parse_args(argv)
+    finished = False
     try:
         main(args)
+        finished = True
     except OutputDirInUse as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_LOCKED
@@ -286,7 +288,8 @@ def cli(argv=None):
         print(f"error{who}: {error_line(err)}{where}", file=sys.stderr)
         return 2
     finally:
-        dist_utils.destroy_distributed()
+        # A finished rank waits for the others before leaving the group; a failed one leaves at once.
+        dist_utils.destroy_distributed(wait_for_peers=finished)
     return 0
 
 
@@ -324,4 +327,5 @@ def error_line(err):
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    # Not sys.exit: under torchrun the interpreter's teardown races gloo's threads (exit_process).
+    dist_utils.exit_process(cli())

@@ -10,7 +10,9 @@ runs anywhere):
 * ``floor_s``: the same CLIP forward + backward with the same tokens and no prompt machinery:
   fixed leaf tensors stand in for the prompts (text context after SOS, vision tokens after the
   patches), no hooks, and the backward runs through a tower only when the method trains
-  something in it (the trainer's own image / text features tell which);
+  something in it (the trainer's own image / text features tell which); for a regularizer
+  (PromptSRC, CoPrompt over any base) the floor also runs the frozen image encoder once without
+  gradients, the forward its losses compare against;
 * ``ratio``: step / floor, the median over adjacent (step, floor) pairs, with the quartiles of
   the pair ratios in ``ratio_iqr`` (single steps vary by several percent on a shared machine;
   the two runs of a pair share its conditions);
@@ -29,7 +31,9 @@ runs anywhere):
 * evaluation on a 100- and a 1000-class label space: seconds per test batch inside an
   evaluation pass (class text features built once when the pass starts) against the frozen
   image encoder alone on the same images and tokens (``eval`` ratios), plus the one-off cost of
-  the class text features and images/s.
+  the class text features and images/s; for methods whose test images meet no prompt, a batch
+  from the frozen-feature cache against the image encoder (``cached_ratio``) and whether its
+  logits equal the normal evaluation's (``cached_logits_identical``).
 
 Prints a markdown table; ``--json`` writes::
 
@@ -88,6 +92,14 @@ METHODS = {
     "maple": ("MaPLe", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
     "bmip": ("BMIP", "BMIP/BMIP_ctx2_dp9_lr2.yaml"),
     "bloom": ("Bloom", "Bloom/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+    # regularizers over a base (trainers/composition.py): the floor adds the frozen image forward
+    "promptsrc": ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+    "promptsrc-maple": ("PromptSRC_MaPLe", "PromptSRC_MaPLe/vit_b16_c2_ep20_batch4_2ctx.yaml"),
+    "promptsrc-bmip": ("PromptSRC_BMIP", "PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml"),
+    "promptsrc-bloom": ("PromptSRC_Bloom", "PromptSRC_Bloom/vit_b16_c2_ep20_batch4_2ctx.yaml"),
+    "coprompt": ("CoPrompt", "CoPrompt/coprompt.yaml"),
+    "coprompt-bmip": ("CoPrompt_BMIP", "CoPrompt_BMIP/vit_b16_c2_ep8_batch4_2ctx_randaug.yaml"),
+    "coprompt-bloom": ("CoPrompt_Bloom", "CoPrompt_Bloom/vit_b16_c2_ep8_batch4_2ctx_randaug.yaml"),
 }
 
 # Official repositories' checkpoint layout per method: "prompt_learner" saves the prompt learner
@@ -179,6 +191,8 @@ def build_cfg(method, shape_name, batch, prec, device, opts=()):
     trainer_name, config = METHODS[method]
     node = TRAINER_REGISTRY.get(trainer_name).CFG_NODE
     res = SHAPES[shape_name]["image_resolution"]
+    if node == "CoPrompt":  # its class descriptions, for the benchmark's synthetic class names
+        opts = ("TRAINER.CoPrompt.DESCRIPTIONS", synthetic_descriptions(), *opts)
     args = train.build_parser().parse_args([
         "--trainer", trainer_name, "--config-file", osp.join(REPO_ROOT, "configs", "trainers", config),
         "--device", str(device),
@@ -205,8 +219,34 @@ def build_trainer(method, cfg, classnames, clip_model):
 
     with contextlib.redirect_stdout(open(os.devnull, "w")):
         trainer = BenchTrainer(cfg)
+        if hasattr(trainer, "build_targets"):  # a regularizer's frozen targets, built once per run
+            trainer.build_targets()
     trainer.batch_idx, trainer.num_batches = 0, 10 ** 9  # never the epoch's last batch
     return trainer
+
+
+def is_regularized(trainer):
+    """Whether the trainer's step also runs the frozen CLIP's image encoder (a regularizer)."""
+    from trainers.composition import Regularizer
+
+    return isinstance(trainer, Regularizer)
+
+
+_DESCRIPTIONS = {}
+
+
+def synthetic_descriptions(n_classes=1000, per_class=50):
+    """A CoPrompt description file covering :func:`class_names` up to ``n_classes`` (``per_class``
+    sentences each, the official files' usual count), written once per process; its path."""
+    import json
+
+    if n_classes not in _DESCRIPTIONS:
+        handle = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump({name: [f"a photo of a {name}, variant {j}." for j in range(per_class)]
+                   for name in class_names(n_classes)}, handle)
+        handle.close()
+        _DESCRIPTIONS[n_classes] = handle.name
+    return _DESCRIPTIONS[n_classes]
 
 
 def make_clip(shape_name, device):
@@ -288,6 +328,8 @@ class TrainingFloor:
                 self.static_text = encode_class_texts(self.clip, self.text_rows, self.eot)
         leaves = [t for t in (self.text_rows, self.vision) if t is not None and t.requires_grad]
         self.optim = torch.optim.SGD(leaves, lr=1e-3, momentum=0.9) if leaves else None
+        # a regularizer's step also encodes the images (or their second view) with the frozen CLIP
+        self.frozen_image_pass = is_regularized(trainer)
 
     @staticmethod
     def _feature_grads(trainer, images):
@@ -303,6 +345,9 @@ class TrainingFloor:
 
     def step(self, images):
         with self.trainer.autocast():
+            if self.frozen_image_pass:
+                with torch.no_grad():
+                    self.clip.encode_image(images)
             img = F.normalize(self.clip.encode_image(images, prompts=self.vision), dim=-1)
             if self.static_text is not None:
                 text = self.static_text
@@ -442,7 +487,8 @@ def measure_training(method, trainer, clip_model, args, device, memory):
     res = clip_model.image_resolution
     images = torch.randn(args.batch, 3, res, res, generator=gen).to(device)
     labels = torch.randint(0, trainer.num_classes, (args.batch,), generator=gen).to(device)
-    batch = {"img": images, "label": labels}
+    views = trainer.cfg.DATALOADER.K_TRANSFORMS
+    batch = {"img": images if views == 1 else [images] * views, "label": labels}
     floor = TrainingFloor(trainer, images, labels)
     trainer.set_model_mode("train")
 
@@ -486,7 +532,8 @@ def measure_training(method, trainer, clip_model, args, device, memory):
                       if trainer_mem["mb"] and floor_mem["mb"] else None),
         "ckpt_mb": round(checkpoint_mb(trainer), 4),
         "official_ckpt_mb": None,
-        "trainable_params": sum(p.numel() for p in trainer.prompt_learner.parameters() if p.requires_grad),
+        "trainable_params": sum(p.numel() for p in trainer._models[trainer.get_model_names()[0]].parameters()
+                                if p.requires_grad),
         "backward_through": [t for t, leaf in (("image", floor.vision), ("text", floor.text_rows))
                              if leaf is not None and leaf.requires_grad],
         # tokens per text sequence (cut after the last EOT; the official code runs 77) and
@@ -522,7 +569,9 @@ def measure_evaluation(trainer, clip_model, args, device):
             image_work = exact_work(lambda: image_encoder_only(clip_model, images, tokens, trainer.autocast))
         finally:
             context.__exit__(None, None, None)
+    cached = measure_cached_evaluation(trainer, clip_model, images, args, device)
     return {
+        **cached,
         "ratio": round(ratio, 4),
         "ratio_iqr": ratio_iqr,
         "flop_ratio": round(work["gflop"] / image_work["gflop"], 5),
@@ -536,13 +585,43 @@ def measure_evaluation(trainer, clip_model, args, device):
     }
 
 
+def measure_cached_evaluation(trainer, clip_model, images, args, device):
+    """For a method whose test images meet no prompt (the frozen-feature cache applies): a test
+    batch from cached image features vs the frozen image encoder on the images, and whether its
+    logits equal those of the normal evaluation bit for bit. Empty for other methods."""
+    if type(trainer.model).__name__ != "PromptedCLIP":
+        return {}
+    with torch.no_grad():
+        prompts = trainer.model.prompt_learner()
+    if prompts.vision_prompts is not None or prompts.vision_hook is not None or trainer.model.TEXT_DEPENDS_ON_IMAGE:
+        return {}
+    with torch.no_grad():
+        context = trainer.evaluation_context()
+        context.__enter__()
+        try:
+            trainer.model.recorded_image_features = []
+            direct = trainer.model_inference(images)
+            features = trainer.model.recorded_image_features[0]
+            trainer.model.recorded_image_features = None
+            cached = trainer.model.logits_from_image_features(features).float()
+            batch_s, image_s, ratio, ratio_iqr = paired_times(
+                lambda: trainer.model.logits_from_image_features(features),
+                lambda: image_encoder_only(clip_model, images, 0, trainer.autocast),
+                args.eval_batches, 1, device)
+        finally:
+            trainer.model.recorded_image_features = None
+            context.__exit__(None, None, None)
+    return {"cached_ratio": round(ratio, 5), "cached_ratio_iqr": ratio_iqr, "cached_batch_s": round(batch_s, 6),
+            "cached_logits_identical": bool(torch.equal(direct, cached))}
+
+
 # ---------------------------------------------------------------------------------- main
 def markdown_table(results, methods):
     """The results as one markdown table."""
     header = ("| method | step (s) | floor (s) | step/floor [quartiles] | FLOP step/floor | written step/floor "
               "| saved activations step/floor | mem/floor | ckpt (MB) "
               "| official ckpt (MB) | eval/image-only 100 cls | eval/image-only 1000 cls | FLOP eval/image-only 1000 cls "
-              "| images/s 1000 cls |")
+              "| images/s 1000 cls | cached eval/image-only 1000 cls |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
     def fmt(value, spec):
@@ -560,6 +639,7 @@ def markdown_table(results, methods):
             fmt(ev.get("100", {}).get("ratio"), ".3f"), fmt(ev.get("1000", {}).get("ratio"), ".3f"),
             fmt(ev.get("1000", {}).get("flop_ratio"), ".4f"),
             fmt(ev.get("1000", {}).get("images_per_s"), ".1f"),
+            fmt(ev.get("1000", {}).get("cached_ratio"), ".4f"),
         ]) + " |")
     return "\n".join(lines)
 
@@ -625,15 +705,16 @@ def main(argv=None):
     }}
     for method in args.methods:
         started = time.time()
+        opts = ()
         if method != "zsclip":
-            cfg = build_cfg(method, args.shape, args.batch, args.prec, device)
+            cfg = build_cfg(method, args.shape, args.batch, args.prec, device, opts)
             trainer = build_trainer(method, cfg, class_names(args.train_classes), clip_model)
             results["trainers"][method] = measure_training(method, trainer, clip_model, args, device, memory)
             del trainer
         if not args.no_eval:
             results["eval"][method], results["eval_detail"][method] = {}, {}
             for n_cls in args.eval_classes:
-                cfg = build_cfg(method, args.shape, args.eval_batch, args.prec, device)
+                cfg = build_cfg(method, args.shape, args.eval_batch, args.prec, device, opts)
                 trainer = build_trainer(method, cfg, class_names(n_cls), clip_model)
                 detail = measure_evaluation(trainer, clip_model, args, device)
                 results["eval"][method][str(n_cls)] = detail["ratio"]

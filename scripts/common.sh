@@ -227,10 +227,12 @@ train_into() {
 # Base-to-novel, step 2: evaluate the step-1 model of epoch LOADEP on the SUB classes (default new), into
 # ${OUTPUT}/base2new/test_${SUB}/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
 # SUB=all is the open-world test: it also asks the evaluator for base/new/HM in the all-class label space.
-# TRAIN_SCRIPT (e.g. scripts/maple/base2new_train_maple.sh) is named when the model is missing.
-# Usage: run_base2new_test TRAINER CFG DATASET SEED LOADEP TRAIN_SCRIPT
+# TRAIN_SCRIPT (e.g. scripts/maple/base2new_train_maple.sh) is named when the model is missing, followed by
+# DATASET, SEED and the optional HINT_ARG... (the train script's own extra arguments, e.g. CoPrompt's EXP_NAME).
+# Usage: run_base2new_test TRAINER CFG DATASET SEED LOADEP TRAIN_SCRIPT [HINT_ARG...]
 run_base2new_test() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_script=$6
+    local hint_args="${*:7}"
     cfg=$(config_name "$cfg")
     local sub=${SUB:-new}
     case "$sub" in
@@ -242,7 +244,7 @@ run_base2new_test() {
     subsample_opts "$sub"
     local common=${dataset}/shots_${SHOTS}/${trainer}/${cfg}/seed${seed}
     evaluate_into "${OUTPUT}/base2new/test_${sub}/${common}" "${OUTPUT}/base2new/train_base/${common}" \
-        "bash ${train_script} ${dataset} ${seed}" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed" \
+        "bash ${train_script} ${dataset} ${seed}${hint_args:+ $hint_args}" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed" \
         DATASET.NUM_SHOTS "$SHOTS" "${SUBSAMPLE_OPTS[@]}"
 }
 
@@ -262,29 +264,38 @@ evaluate_into() {
 
 # Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
 # class, into ${OUTPUT}/xd/train/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED (skipped if finished).
-# FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only).
-# Usage: run_xd_train TRAINER CFG DATASET SEED [FLAG...]
+# FLAG... are extra train.py flags (zero-shot CLIP passes --eval-only), KEY VALUE... extra config opts
+# after a "--" (CoPrompt's scripts pass TRAINER.CoPrompt.DATASET_SETTINGS False).
+# Usage: run_xd_train TRAINER CFG DATASET SEED [FLAG...] [-- KEY VALUE...]
 run_xd_train() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4
     cfg=$(config_name "$cfg")
     shift 4
+    local args=("$@") arg has_separator=0
+    for arg in "$@"; do
+        if [ "$arg" = "--" ]; then
+            has_separator=1
+        fi
+    done
+    [ "$has_separator" = 1 ] || args+=(--)
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
-    train_into "$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")" "$trainer" "$cfg" "$dataset" "$seed" "$@" --
+    train_into "$(xd_train_dir "$trainer" "$cfg" "$dataset" "$seed")" "$trainer" "$cfg" "$dataset" "$seed" "${args[@]}"
 }
 
 # Cross-dataset, step 2: evaluate the step-1 model (trained on SOURCE_DATASET, default imagenet) of epoch
 # LOADEP on every class of DATASET, into ${OUTPUT}/xd/test/DATASET/shots_${SHOTS}/TRAINER/CFG/seedSEED.
-# TRAIN_HINT is the command named when the model is missing.
-# Usage: run_xd_test TRAINER CFG DATASET SEED LOADEP TRAIN_HINT
+# TRAIN_HINT is the command named when the model is missing; KEY VALUE... are extra config opts.
+# Usage: run_xd_test TRAINER CFG DATASET SEED LOADEP TRAIN_HINT [KEY VALUE...]
 run_xd_test() {
     local trainer=$1 cfg=$2 dataset=$3 seed=$4 load_epoch=$5 train_hint=$6
+    shift 6
     cfg=$(config_name "$cfg")
     local source_dataset=${SOURCE_DATASET:-imagenet}
     require_integer LOADEP "$load_epoch"
     prepare_protocol_run "$trainer" "$cfg" "$dataset" "$seed"
     evaluate_into "$(xd_test_dir "$trainer" "$cfg" "$dataset" "$seed")" \
         "$(xd_train_dir "$trainer" "$cfg" "$source_dataset" "$seed")" \
-        "$train_hint" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed"
+        "$train_hint" "$load_epoch" "$trainer" "$cfg" "$dataset" "$seed" "$@"
 }
 
 # --- extra train.py flags for one run (BMIP-style scripts: optional DEVICE, model-best.pth.tar) ---
@@ -325,6 +336,42 @@ load_best_unless_epoch_given() {
     else
         LOAD_EPOCH=$default_epoch
         prepend_train_flags --best
+    fi
+}
+
+# --- regularizers composed over prompting bases (PromptSRC, CoPrompt and their compositions) ---
+
+# Epochs a CoPrompt run (over any base) trains on DATASET, hence the epoch its base-to-novel test loads:
+# 5 on food101 (the trainer's per-dataset settings, TRAINER.CoPrompt.DATASET_SETTINGS, set MAX_EPOCH 5
+# there, as the official README's "test ... food101 ... 5"), 8 (the configs' MAX_EPOCH) elsewhere.
+# Usage: coprompt_epochs DATASET
+coprompt_epochs() {
+    case "$1" in
+        food101) echo 5 ;;
+        *) echo 8 ;;
+    esac
+}
+
+# Config opts of every CoPrompt cross-dataset run (train and test): the config's values on every dataset.
+# The per-dataset settings would give a target a prompt shape (CoPrompt's N_CTX, PROMPT_DEPTH) other than
+# the source model's, which then could not be loaded.
+COPROMPT_XD_OPTS=(TRAINER.CoPrompt.DATASET_SETTINGS False)
+
+# Put the runs of a named experiment in a tree of their own: OUTPUT becomes OUTPUT/NAME (OUTPUT's
+# default: the repo's output/), with the usual layout under it, so that
+# "parse_test_res.py --table base2new OUTPUT/NAME" reads them. An empty NAME or "base2new" (the value
+# the official CoPrompt scripts suggest) changes nothing. Call it before the run_* function.
+# Usage: use_experiment_name NAME
+use_experiment_name() {
+    local name=$1
+    case "$name" in
+        '' | base2new) return 0 ;;
+        . | .. | */* | *[[:space:]]*) die "EXP_NAME must be one folder name, got '$name'" ;;
+    esac
+    if [ -n "${OUTPUT:-}" ]; then
+        OUTPUT="$(absolute_path "$OUTPUT")/$name"
+    else
+        OUTPUT="$(enter_repo_root && pwd)/output/$name"
     fi
 }
 

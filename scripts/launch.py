@@ -48,6 +48,8 @@ SKIP_MESSAGE = "Skip this job"
 # launcher does not import the engine, which would cost every job torch's start-up).
 EXIT_LOCKED = 75
 EXECUTORS = ("local", "slurm", "submitit-local")
+# Methods whose base2new runs feed parse_test_res.py --table composition (sweep.sh's COMPOSITION_METHODS).
+COMPOSITION_METHODS = ("promptsrc", "coprompt", "promptsrc-bmip", "promptsrc-bloom", "coprompt-bmip", "coprompt-bloom")
 # Seconds between checks of submitit jobs: SLURM's accounting is slow to ask, local processes are not.
 POLL_SECONDS = {"slurm": 30.0, "submitit-local": 0.5}
 
@@ -424,8 +426,10 @@ def failure_line(outcome):
     return f"FAILED {outcome['job']}: {what}; {log}"
 
 
-def summarise(outcomes, protocol, output_root, launch_dir, echo=print):
-    """Print the summary of a finished launch; return the exit code (0 all ok, 1 any job failed)."""
+def summarise(outcomes, protocol, output_root, launch_dir, echo=print, methods=()):
+    """Print the summary of a finished launch; return the exit code (0 all ok, 1 any job failed).
+    METHODS (the launched ones) adds the composition table's command after a base2new launch of
+    one of its methods."""
     failed = [outcome for outcome in outcomes if not outcome["ok"]]
     runs = sum(outcome["runs"] for outcome in outcomes)
     skipped = sum(outcome["skipped"] for outcome in outcomes)
@@ -443,6 +447,9 @@ def summarise(outcomes, protocol, output_root, launch_dir, echo=print):
     if locked:
         echo("Relaunch the same command once the other process has finished to complete these jobs.")
     echo(f"Build the table with: python parse_test_res.py --table {protocol} {output_root}")
+    if protocol == "base2new" and set(methods) & set(COMPOSITION_METHODS):
+        echo(f"and the regularizer x base table (BMIP's Table 4) with: "
+             f"python parse_test_res.py --table composition {output_root}")
     return 0
 
 
@@ -465,7 +472,7 @@ def parse_args(argv):
         description="Run one protocol of scripts/sweep.sh for several methods over datasets x seeds, "
                     "locally (one job per GPU or N CPU jobs) or on SLURM through submitit.")
     parser.add_argument("protocol", help="base2new, openworld, xd, dg or fewshot (as scripts/sweep.sh)")
-    parser.add_argument("--methods", nargs="+", required=True, help="methods of scripts/sweep.sh, e.g. coop maple")
+    parser.add_argument("--methods", nargs="+", required=True, help="methods of scripts/sweep.sh, e.g. coop maple promptsrc-bmip")
     parser.add_argument("--datasets", nargs="+", help="DATASETS (default: sweep.sh's for the protocol)")
     parser.add_argument("--seeds", nargs="+", help="SEEDS (default 1 2 3)")
     parser.add_argument("--shots-list", nargs="+", help="SHOTS_LIST, fewshot only (default 1 2 4 8 16)")
@@ -576,7 +583,7 @@ def main(argv=None):
     except LaunchError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
-    return summarise(outcomes, args.protocol, output_root, launch_dir)
+    return summarise(outcomes, args.protocol, output_root, launch_dir, methods=args.methods)
 
 
 if __name__ == "__main__":

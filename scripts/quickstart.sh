@@ -57,6 +57,13 @@ for method in "${methods[@]}"; do
         maple) trainers+=(MaPLe) ;;
         bmip) trainers+=(BMIP) ;;
         bloom) trainers+=(Bloom) ;;
+        promptsrc) trainers+=(PromptSRC) ;;
+        coprompt) trainers+=(CoPrompt) ;;
+        promptsrc-maple) trainers+=(PromptSRC_MaPLe) ;;
+        promptsrc-bmip) trainers+=(PromptSRC_BMIP) ;;
+        promptsrc-bloom) trainers+=(PromptSRC_Bloom) ;;
+        coprompt-bmip) trainers+=(CoPrompt_BMIP) ;;
+        coprompt-bloom) trainers+=(CoPrompt_Bloom) ;;
     esac
 done
 echo "Base / New / HM (python parse_test_res.py --table base2new --rows methods ${OUTPUT}):"

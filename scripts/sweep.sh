@@ -10,6 +10,8 @@
 #             dg         as xd, with the ImageNet variants as targets
 #             fewshot    train and test on all classes with each number of shots in SHOTS_LIST
 #   METHOD    zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom
+#             promptsrc coprompt (the regularizers over their official bases, IVLP and MaPLe)
+#             promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom (over other bases)
 # Environment:
 #   DATASETS     datasets to loop over (default: the 11 benchmarks; for dg imagenetv2 imagenet_sketch
 #                imagenet_a imagenet_r; for xd/dg the source is left out of the targets)
@@ -32,7 +34,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PROTOCOLS=(base2new openworld xd dg fewshot)
-METHODS=(zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom)
+METHODS=(zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom
+    promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)
+# The methods of parse_test_res.py --table composition (BMIP's Table 4: regularizer x base).
+COMPOSITION_METHODS=(promptsrc coprompt promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)
 BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
@@ -48,7 +53,8 @@ require_choice protocol "$PROTOCOL" "${PROTOCOLS[@]}"
 require_choice method "$METHOD" "${METHODS[@]}"
 
 # Path under scripts/ of METHOD's per-run script for STEP; the names are the official ones,
-# hence the per-method suffixes (and BMIP's unsuffixed cross-dataset scripts).
+# hence the per-method suffixes (and BMIP's unsuffixed cross-dataset scripts, PromptSRC's
+# few_shot.sh). The compositions over other bases (promptsrc-bmip, ...) have unsuffixed names.
 # Usage: method_script STEP
 method_script() {
     local step=$1 suffix=""
@@ -59,6 +65,8 @@ method_script() {
         maple) suffix=_maple ;;
         bloom) suffix=_bloom ;;
         bmip) [[ "$step" == xd_* ]] || suffix=_bmip ;;
+        coprompt) suffix=_coprompt ;;
+        promptsrc) if [ "$step" = fewshot ]; then step=few_shot; fi ;;
     esac
     echo "${METHOD}/${step}${suffix}.sh"
 }
@@ -122,6 +130,12 @@ plan_few_shot() {
         for shots in $SHOTS_LIST; do
             for seed in $SEEDS; do
                 RUN_GROUP="$dataset seed $seed shots $shots"
+                if [ "$METHOD" = promptsrc ]; then
+                    # PromptSRC's official few_shot.sh takes DATASET SHOTS (then our optional SEED)
+                    add_run "$METHOD $PROTOCOL $dataset seed $seed shots $shots" "" \
+                        "$(method_script fewshot)" "$dataset" "$shots" "$seed"
+                    continue
+                fi
                 add_run "$METHOD $PROTOCOL $dataset seed $seed shots $shots" "" \
                     "$(method_script fewshot)" "$dataset" "$seed" "$shots"
             done
@@ -221,3 +235,7 @@ else
 fi
 echo "Build the table (from $PWD) with:"
 echo "python parse_test_res.py --table $PROTOCOL ${OUTPUT:-$PWD/output}"
+if [ "$PROTOCOL" = base2new ] && [[ " ${COMPOSITION_METHODS[*]} " == *" $METHOD "* ]]; then
+    echo "and the regularizer x base table (BMIP's Table 4, once its other methods have run) with:"
+    echo "python parse_test_res.py --table composition ${OUTPUT:-$PWD/output}"
+fi

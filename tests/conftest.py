@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The frozen-feature cache (trainers/feature_cache.py) of every run the tests start lives in a
+# folder of this session, never in the user's ~/.cache.
+os.environ["PROMPTCLIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="pc-test-cache-")
 TESTS = Path(__file__).resolve().parent
 for p in (str(REPO), str(TESTS)):
     if p not in sys.path:

@@ -17,7 +17,11 @@ TRAINED = [m for m in bench.METHODS if m != "zsclip"]
 # Which towers each method's backward runs through.
 BACKWARD = {"coop": ["text"], "cocoop": ["text"], "vpt": ["image"], "language-prompting": ["text"],
             "independent-vlp": ["image", "text"], "maple": ["image", "text"], "bmip": ["image", "text"],
-            "bloom": ["image", "text"]}
+            "bloom": ["image", "text"], **{m: ["image", "text"] for m in bench.METHODS
+                                           if m.startswith(("promptsrc", "coprompt"))}}
+# The end-to-end benchmark test runs the lineage and one composition of each regularizer.
+BENCHED = ["zsclip", "coop", "cocoop", "vpt", "language-prompting", "independent-vlp", "maple", "bmip", "bloom",
+           "promptsrc", "coprompt-bloom"]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +57,10 @@ def test_floor_processes_the_same_tokens_as_the_trainer_step(method, tiny_clip, 
     images, labels = batch_of(tiny_clip, 7)
     floor = bench.TrainingFloor(trainer, images, labels)
     trainer.set_model_mode("train")
-    trainer.forward_backward({"img": images, "label": labels})  # encodes fixed texts once (VPT)
-    step = transformer_inputs(lambda: trainer.forward_backward({"img": images, "label": labels}), monkeypatch)
+    views = cfg.DATALOADER.K_TRANSFORMS  # CoPrompt: a second view for the frozen encoder
+    batch = {"img": images if views == 1 else [images] * views, "label": labels}
+    trainer.forward_backward(batch)  # encodes fixed texts once (VPT)
+    step = transformer_inputs(lambda: trainer.forward_backward(batch), monkeypatch)
     floor_step = transformer_inputs(lambda: floor.step(images), monkeypatch)
     assert step == floor_step
     assert sorted(t for t, leaf in (("image", floor.vision), ("text", floor.text_rows))
@@ -97,12 +103,12 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--shape", "tiny", "--steps", "1", "--warmup", "1",
          "--memory-steps", "1", "--train-classes", "10", "--eval-classes", "10", "100",
-         "--eval-batches", "1", "--eval-batch", "4", "--json", str(out)],
+         "--eval-batches", "1", "--eval-batch", "4", "--json", str(out), "--trainers", *BENCHED],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["trainers"]) == set(TRAINED)
-    assert set(result["eval"]) == set(bench.METHODS)
+    assert set(result["trainers"]) == set(BENCHED) - {"zsclip"}
+    assert set(result["eval"]) == set(BENCHED)
     for method, row in result["trainers"].items():
         for key in ("step_s", "floor_s", "ratio", "peak_mem_mb", "ckpt_mb"):
             assert key in row, (method, key)
@@ -119,7 +125,7 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
     # Arithmetic beyond the floor (exact counts): none for the methods that only splice or
     # append prompts; the projections of MaPLe / Bloom and BMIP's attention read-out otherwise.
     flops = {m: row["flop_ratio"] for m, row in result["trainers"].items()}
-    for method in ("coop", "cocoop", "vpt", "language-prompting", "independent-vlp"):
+    for method in ("coop", "cocoop", "vpt", "language-prompting", "independent-vlp", "promptsrc"):
         assert flops[method] == 1.0, (method, flops[method])
     assert 1.0 < flops["maple"] < 1.01 and 1.0 < flops["bloom"] < 1.01 and 1.0 < flops["bmip"] < 1.05
     # Activations kept for the backward (exact): the floor's wherever prompts are only spliced
@@ -141,8 +147,16 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
         limit = {"bmip": 1.05, "cocoop": float("inf")}.get(method, 1.001)
         assert 1.0 <= detail["flop_ratio"] < limit, (method, detail["flop_ratio"])
     assert result["eval_detail"]["cocoop"]["100"]["flop_ratio"] > 5 * result["eval_detail"]["cocoop"]["10"]["flop_ratio"]
+    # the frozen-feature cache: a test batch from cached features costs a small fraction of the
+    # image encoder, with the very logits of the normal evaluation (methods whose images meet no prompt)
+    for method in BENCHED:
+        detail = result["eval_detail"][method]["100"]
+        if method in ("zsclip", "coop", "language-prompting"):
+            assert detail["cached_logits_identical"] is True and 0 < detail["cached_ratio"] < 0.1, (method, detail)
+        else:
+            assert "cached_ratio" not in detail, method
     table = proc.stdout.strip().splitlines()
-    assert table[0].startswith("| method |") and len(table) == 2 + len(bench.METHODS)
+    assert table[0].startswith("| method |") and len(table) == 2 + len(BENCHED)
 
 
 def test_whole_model_official_layout_counts_the_frozen_encoders(tiny_clip):

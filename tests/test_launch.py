@@ -117,7 +117,7 @@ def test_plan_groups_runs_that_depend_on_each_other(repo, env, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["base2new", "--methods", "coop", "MaPLe", "--datasets", "eurosat"],
      "ERROR: unknown method 'MaPLe' (valid: zsclip coop cocoop vpt language-prompting independent-vlp maple "
-     "bmip bloom)"),
+     "bmip bloom promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)"),
     (["cross", "--methods", "coop"], "ERROR: unknown protocol 'cross' (valid: base2new openworld xd dg fewshot)"),
     (["fewshot", "--methods", "coop", "--datasets", "eurosat", "euro_sat"],
      "ERROR: unknown datasets (no configs/datasets/<name>.yaml): euro_sat"),
@@ -186,6 +186,71 @@ def test_cross_dataset_and_fewshot_jobs(launch, repo, env):
                                              for d in ("eurosat", "dtd") for k in (1, 4) for s in (1, 2)]
     assert all(len(job.runs) == 1 for job in fewshot)
     assert fewshot[1].runs[0].command() == "bash scripts/coop/fewshot.sh eurosat 2 1"
+
+
+NEW_METHODS = ["promptsrc", "coprompt", "promptsrc-maple", "promptsrc-bmip", "promptsrc-bloom", "coprompt-bmip",
+               "coprompt-bloom"]
+
+
+@pytest.mark.parametrize("protocol", ["base2new", "openworld", "xd", "dg", "fewshot"])
+def test_jobs_of_the_regularizers_and_their_compositions_for_every_protocol(launch, repo, env, protocol):
+    env.update(DATASETS="imagenetv2" if protocol == "dg" else "eurosat", SEEDS="1 2", SHOTS_LIST="4")
+    jobs = launch.plan_jobs(protocol, NEW_METHODS, env, scripts_dir=repo / "scripts")
+    groups = {"base2new": ["eurosat-seed1", "eurosat-seed2"], "openworld": ["eurosat-seed1", "eurosat-seed2"],
+              "xd": ["seed1", "seed2"], "dg": ["seed1", "seed2"],
+              "fewshot": ["eurosat-seed1-shots4", "eurosat-seed2-shots4"]}[protocol]
+    assert [job.name for job in jobs] == [f"{m}-{protocol}-{group}" for m in NEW_METHODS for group in groups]
+    by_name = {job.name: [run.command() for run in job.runs] for job in jobs}
+    sub = "SUB=all " if protocol == "openworld" else "SUB=new "
+    expected = {
+        "base2new": {
+            "promptsrc": ["bash scripts/promptsrc/base2new_train.sh eurosat 2",
+                          sub + "bash scripts/promptsrc/base2new_test.sh eurosat 2"],
+            "coprompt": ["bash scripts/coprompt/base2new_train_coprompt.sh eurosat 2",
+                         sub + "bash scripts/coprompt/base2new_test_coprompt.sh eurosat 2"],
+            "coprompt-bloom": ["bash scripts/coprompt-bloom/base2new_train.sh eurosat 2",
+                               sub + "bash scripts/coprompt-bloom/base2new_test.sh eurosat 2"],
+        },
+        "xd": {
+            "promptsrc": ["bash scripts/promptsrc/xd_train.sh imagenet 2", "bash scripts/promptsrc/xd_test.sh eurosat 2"],
+            "coprompt": ["bash scripts/coprompt/xd_train_coprompt.sh imagenet 2",
+                         "bash scripts/coprompt/xd_test_coprompt.sh eurosat 2"],
+            "promptsrc-bmip": ["bash scripts/promptsrc-bmip/xd_train.sh imagenet 2",
+                               "bash scripts/promptsrc-bmip/xd_test.sh eurosat 2"],
+        },
+        "dg": {
+            "promptsrc-maple": ["bash scripts/promptsrc-maple/xd_train.sh imagenet 2",
+                                "bash scripts/promptsrc-maple/xd_test.sh imagenetv2 2"],
+        },
+        "fewshot": {
+            "promptsrc": ["bash scripts/promptsrc/few_shot.sh eurosat 4 2"],  # official order: DATASET SHOTS
+            "coprompt": ["bash scripts/coprompt/fewshot_coprompt.sh eurosat 2 4"],
+            "promptsrc-bloom": ["bash scripts/promptsrc-bloom/fewshot.sh eurosat 2 4"],
+            "coprompt-bmip": ["bash scripts/coprompt-bmip/fewshot.sh eurosat 2 4"],
+        },
+    }
+    expected["openworld"] = expected["base2new"]
+    for method, commands in expected[protocol].items():
+        assert by_name[f"{method}-{protocol}-{groups[1]}"] == commands, method
+
+
+def test_a_base2new_launch_of_composition_methods_names_the_composition_table(launch, repo, env, tmp_path):
+    proc = launch_cli(repo, env, tmp_path, "base2new", "--methods", "promptsrc-bmip", "coprompt", "--datasets",
+                      "eurosat", "--seeds", "1", "--output", "runs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "caller" / "runs"
+    assert proc.stdout.splitlines()[-2:] == [
+        f"Build the table with: python parse_test_res.py --table base2new {out}",
+        f"and the regularizer x base table (BMIP's Table 4) with: python parse_test_res.py --table composition {out}"]
+    trainers = sorted({opt(argv, "--trainer") for argv, _ in recorded_calls(env)})
+    assert trainers == ["CoPrompt", "PromptSRC_BMIP"] and len(recorded_calls(env)) == 4
+    # other methods and protocols: only their own table
+    lines = []
+    launch.summarise([], "base2new", "/o", "/l", echo=lines.append, methods=["maple", "promptsrc-maple"])
+    launch.summarise([], "xd", "/o", "/l", echo=lines.append, methods=["promptsrc"])
+    assert [line for line in lines if "parse_test_res" in line] == [
+        "Build the table with: python parse_test_res.py --table base2new /o",
+        "Build the table with: python parse_test_res.py --table xd /o"]
 
 
 def test_dry_run_prints_the_jobs_and_runs_nothing(repo, env, tmp_path):

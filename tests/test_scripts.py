@@ -1,4 +1,6 @@
-"""Run scripts (scripts/coop/*.sh, scripts/zsclip/zeroshot.sh) and the CoOp trainer configs.
+"""Run scripts (scripts/coop/*.sh, scripts/zsclip/zeroshot.sh), the CoOp trainer configs, and the
+scripts of the regularizers composed over prompting bases (scripts/promptsrc/, scripts/coprompt/,
+scripts/{promptsrc-maple,promptsrc-bmip,promptsrc-bloom,coprompt-bmip,coprompt-bloom}/).
 
 The scripts run for real against a copy of the repo layout in a temp dir, with PYTHON set to
 a fake interpreter that records its argv and cwd and writes results.json into --output-dir,
@@ -276,3 +278,261 @@ def test_cfg_replaces_the_scripts_config_and_keeps_language_prompting_apart(tmp_
     trainer = argv[argv.index("--trainer") + 1]
     assert argv[argv.index("--config-file") + 1] == f"configs/trainers/{trainer}/{expected}.yaml"
     assert argv[argv.index("--output-dir") + 1].endswith(f"/{trainer}/{expected}/seed1")
+
+
+# --- regularizers over prompting bases: PromptSRC, CoPrompt and their compositions ---------------
+
+COMPOSITION_CONFIG_DIRS = ["PromptSRC", "PromptSRC_MaPLe", "PromptSRC_BMIP", "PromptSRC_Bloom",
+                           "CoPrompt", "CoPrompt_BMIP", "CoPrompt_Bloom"]
+NO_SETTINGS = ["TRAINER.CoPrompt.DATASET_SETTINGS", "False"]  # CoPrompt's cross-dataset runs
+# folder: (trainer, {step: (script, base2new/xd/fewshot config, load epoch or None, extra opts)}),
+# written out by hand from the configs' MAX_EPOCH and the official scripts
+COMPOSED_SCRIPTS = {
+    "promptsrc": ("PromptSRC", {
+        "base2new_train": ("base2new_train.sh", "vit_b16_c2_ep20_batch4_4+4ctx", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_b16_c2_ep20_batch4_4+4ctx", "20", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", None, []),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "20", []),
+        "fewshot": ("few_shot.sh", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot", None, []),
+    }),
+    "coprompt": ("CoPrompt", {
+        "base2new_train": ("base2new_train_coprompt.sh", "coprompt", None, []),
+        "base2new_test": ("base2new_test_coprompt.sh", "coprompt", "8", []),
+        "xd_train": ("xd_train_coprompt.sh", "coprompt", None, NO_SETTINGS),
+        "xd_test": ("xd_test_coprompt.sh", "coprompt", "8", NO_SETTINGS),
+        "fewshot": ("fewshot_coprompt.sh", "coprompt", None, []),
+    }),
+    "promptsrc-maple": ("PromptSRC_MaPLe", {
+        "base2new_train": ("base2new_train.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_b16_c2_ep20_batch4_2ctx", "20", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep20_batch4_2ctx", "20", []),
+        "fewshot": ("fewshot.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+    }),
+    "promptsrc-bmip": ("PromptSRC_BMIP", {
+        "base2new_train": ("base2new_train.sh", "vit_bitp_ctx4_ep20TT_adam_PromptSRC", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_bitp_ctx4_ep20TT_adam_PromptSRC", "20", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", None, []),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "20", []),
+        "fewshot": ("fewshot.sh", "vit_bitp_ctx4_ep20TT_adam_PromptSRC", None, []),
+    }),
+    "promptsrc-bloom": ("PromptSRC_Bloom", {
+        "base2new_train": ("base2new_train.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_b16_c2_ep20_batch4_2ctx", "20", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep20_batch4_2ctx", "20", []),
+        "fewshot": ("fewshot.sh", "vit_b16_c2_ep20_batch4_2ctx", None, []),
+    }),
+    "coprompt-bmip": ("CoPrompt_BMIP", {
+        "base2new_train": ("base2new_train.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, NO_SETTINGS),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8", NO_SETTINGS),
+        "fewshot": ("fewshot.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, []),
+    }),
+    "coprompt-bloom": ("CoPrompt_Bloom", {
+        "base2new_train": ("base2new_train.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, []),
+        "base2new_test": ("base2new_test.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8", []),
+        "xd_train": ("xd_train.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, NO_SETTINGS),
+        "xd_test": ("xd_test.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8", NO_SETTINGS),
+        "fewshot": ("fewshot.sh", "vit_b16_c2_ep8_batch4_2ctx_randaug", None, []),
+    }),
+}
+
+
+@pytest.fixture
+def composed_repo(tmp_path):
+    """Repo copy with the real scripts and the configs of every composed trainer."""
+    return make_script_repo(tmp_path / "repo", COMPOSITION_CONFIG_DIRS, ("eurosat", "dtd", "imagenet", "food101"))
+
+
+def head_argv(env, trainer, cfg, dataset, seed, out_dir):
+    """The train.py flags every protocol run starts with."""
+    return ["train.py", "--root", env["DATA"], "--seed", seed, "--trainer", trainer,
+            "--dataset-config-file", f"configs/datasets/{dataset}.yaml",
+            "--config-file", f"configs/trainers/{trainer}/{cfg}.yaml", "--output-dir", out_dir]
+
+
+def test_composed_script_folders_hold_exactly_the_sweep_scripts():
+    for folder, (_, steps) in COMPOSED_SCRIPTS.items():
+        found = sorted(p.name for p in (REPO_ROOT / "scripts" / folder).glob("*.sh"))
+        assert found == sorted(script for script, *_ in steps.values()), folder
+
+
+def test_promptsrc_base2new_pair_literally(composed_repo, env, tmp_path):
+    """One pair written out in full, independent of the table the other tests read."""
+    for script in ("base2new_train.sh", "base2new_test.sh"):
+        proc = run_script(composed_repo, f"promptsrc/{script}", ["dtd", "2"], env, tmp_path / "elsewhere")
+        assert proc.returncode == 0, proc.stderr
+    assert recorded_calls(env) == [
+        (["train.py", "--root", env["DATA"], "--seed", "2", "--trainer", "PromptSRC",
+          "--dataset-config-file", "configs/datasets/dtd.yaml",
+          "--config-file", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+          "--output-dir", "output/base2new/train_base/dtd/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed2",
+          "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base"], str(composed_repo)),
+        (["train.py", "--root", env["DATA"], "--seed", "2", "--trainer", "PromptSRC",
+          "--dataset-config-file", "configs/datasets/dtd.yaml",
+          "--config-file", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+          "--output-dir", "output/base2new/test_new/dtd/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed2",
+          "--model-dir", "output/base2new/train_base/dtd/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed2",
+          "--load-epoch", "20", "--eval-only",
+          "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new"], str(composed_repo)),
+    ]
+
+
+@pytest.mark.parametrize("folder", sorted(COMPOSED_SCRIPTS))
+def test_composed_base2new_scripts_exact_commands(composed_repo, env, tmp_path, folder):
+    trainer, steps = COMPOSED_SCRIPTS[folder]
+    train_script, cfg, _, _ = steps["base2new_train"]
+    test_script, test_cfg, load_epoch, _ = steps["base2new_test"]
+    assert test_cfg == cfg
+    env["EXTRA_OPTS"] = "--device cpu"
+    for script in (train_script, test_script):
+        proc = run_script(composed_repo, f"{folder}/{script}", ["eurosat", "3"], env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    common = f"eurosat/shots_16/{trainer}/{cfg}/seed3"
+    assert [argv for argv, _ in recorded_calls(env)] == [
+        head_argv(env, trainer, cfg, "eurosat", "3", f"output/base2new/train_base/{common}")
+        + ["--device", "cpu", "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base"],
+        head_argv(env, trainer, cfg, "eurosat", "3", f"output/base2new/test_new/{common}")
+        + ["--model-dir", f"output/base2new/train_base/{common}", "--load-epoch", load_epoch, "--eval-only",
+           "--device", "cpu", "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new"],
+    ]
+
+
+@pytest.mark.parametrize("folder", sorted(COMPOSED_SCRIPTS))
+def test_composed_cross_dataset_scripts_exact_commands(composed_repo, env, tmp_path, folder):
+    trainer, steps = COMPOSED_SCRIPTS[folder]
+    train_script, cfg, _, opts = steps["xd_train"]
+    test_script, test_cfg, load_epoch, test_opts = steps["xd_test"]
+    assert (test_cfg, test_opts) == (cfg, opts)
+    assert run_script(composed_repo, f"{folder}/{train_script}", ["imagenet", "1"], env, tmp_path).returncode == 0
+    proc = run_script(composed_repo, f"{folder}/{test_script}", ["dtd", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    model = f"output/xd/train/imagenet/shots_16/{trainer}/{cfg}/seed1"
+    assert [argv for argv, _ in recorded_calls(env)] == [
+        head_argv(env, trainer, cfg, "imagenet", "1", model) + ["DATASET.NUM_SHOTS", "16", *opts],
+        head_argv(env, trainer, cfg, "dtd", "1", f"output/xd/test/dtd/shots_16/{trainer}/{cfg}/seed1")
+        + ["--model-dir", model, "--load-epoch", load_epoch, "--eval-only", *opts],
+    ]
+
+
+@pytest.mark.parametrize("folder", sorted(COMPOSED_SCRIPTS))
+def test_composed_fewshot_scripts_exact_commands(composed_repo, env, tmp_path, folder):
+    trainer, steps = COMPOSED_SCRIPTS[folder]
+    script, cfg, _, _ = steps["fewshot"]
+    # PromptSRC's official few_shot.sh takes DATASET SHOTS (and our optional SEED)
+    args = ["eurosat", "4", "2"] if folder == "promptsrc" else ["eurosat", "2", "4"]
+    proc = run_script(composed_repo, f"{folder}/{script}", args, env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [argv for argv, _ in recorded_calls(env)] == [
+        head_argv(env, trainer, cfg, "eurosat", "2", f"output/fewshot/eurosat/shots_4/{trainer}/{cfg}/seed2")
+        + ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "all"]]
+
+
+def test_promptsrc_few_shot_loops_the_seeds_like_the_official_script(composed_repo, env, tmp_path):
+    proc = run_script(composed_repo, "promptsrc/few_shot.sh", ["dtd", "8"], env, tmp_path / "caller")
+    assert proc.returncode == 0, proc.stderr
+    setting = "shots_8/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot"
+    # every seed's command is the same relative one, whatever the loop did to the shell before it
+    assert [(argv[argv.index("--seed") + 1], argv[argv.index("--output-dir") + 1]) for argv, _ in
+            recorded_calls(env)] == [(seed, f"output/fewshot/dtd/{setting}/seed{seed}") for seed in ("1", "2", "3")]
+    env.update(SEEDS="4 5", OUTPUT="runs")
+    assert run_script(composed_repo, "promptsrc/few_shot.sh", ["dtd", "8"], env, tmp_path / "caller").returncode == 0
+    assert [argv[argv.index("--output-dir") + 1] for argv, _ in recorded_calls(env)[3:]] == [
+        str(tmp_path / "caller" / "runs" / "fewshot" / "dtd" / setting / f"seed{seed}") for seed in (4, 5)]
+    for args, message in ((["dtd"], "expected 2 to 3 arguments, got 1"),
+                          (["dtd", "8", "x"], "SEED must be a non-negative integer, got 'x'"),
+                          (["dtd", "eight", "1"], "SHOTS must be a non-negative integer, got 'eight'")):
+        proc = run_script(composed_repo, "promptsrc/few_shot.sh", args, env, tmp_path)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert len(recorded_calls(env)) == 5
+
+
+@pytest.mark.parametrize("folder,script", [("coprompt", "base2new_test_coprompt.sh"),
+                                           ("coprompt-bmip", "base2new_test.sh"),
+                                           ("coprompt-bloom", "base2new_test.sh")])
+def test_coprompt_tests_load_food101s_fifth_epoch(composed_repo, env, tmp_path, folder, script):
+    """The per-dataset settings train Food101 for 5 epochs (the official README tests it at 5)."""
+    trainer, steps = COMPOSED_SCRIPTS[folder]
+    cfg = steps["base2new_test"][1]
+    for dataset in ("food101", "eurosat"):
+        (composed_repo / f"output/base2new/train_base/{dataset}/shots_16/{trainer}/{cfg}/seed1").mkdir(parents=True)
+        assert run_script(composed_repo, f"{folder}/{script}", [dataset, "1"], env, tmp_path).returncode == 0
+    env["LOADEP"] = "3"
+    env["SUB"] = "base"  # a fresh output dir, so the run is not skipped
+    assert run_script(composed_repo, f"{folder}/{script}", ["food101", "1"], env, tmp_path).returncode == 0
+    epochs = [argv[argv.index("--load-epoch") + 1] for argv, _ in recorded_calls(env)]
+    assert epochs == ["5", "8", "3"]
+
+
+def test_coprompt_official_arguments_exp_name_and_loadep(composed_repo, env, tmp_path):
+    common = "eurosat/shots_16/CoPrompt/coprompt/seed1"
+    script = "coprompt/base2new_test_coprompt.sh"
+    # EXP_NAME puts the experiment in a tree of its own: OUTPUT/EXP_NAME/base2new/...
+    proc = run_script(composed_repo, "coprompt/base2new_train_coprompt.sh", ["eurosat", "1", "CoPrompt"], env,
+                      tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script(composed_repo, script, ["eurosat", "1", "CoPrompt", "6"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tree = f"{composed_repo}/output/CoPrompt/base2new"
+    (train_argv, _), (test_argv, _) = recorded_calls(env)
+    assert train_argv[train_argv.index("--output-dir") + 1] == f"{tree}/train_base/{common}"
+    assert test_argv[test_argv.index("--output-dir") + 1:test_argv.index("--eval-only")] == [
+        f"{tree}/test_new/{common}", "--model-dir", f"{tree}/train_base/{common}", "--load-epoch", "6"]
+    # with OUTPUT set, under it; "base2new" (the official suggestion) or "" is the shared tree
+    env["OUTPUT"] = "runs"
+    for exp_name, where in (("exp1", tmp_path / "runs" / "exp1"), ("base2new", tmp_path / "runs"),
+                            ("", tmp_path / "runs")):
+        proc = run_script(composed_repo, "coprompt/base2new_train_coprompt.sh", ["dtd", "1", exp_name], env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        argv = recorded_calls(env)[-1][0]
+        assert argv[argv.index("--output-dir") + 1] == f"{where}/base2new/train_base/dtd/shots_16/CoPrompt/coprompt/seed1"
+        (Path(argv[argv.index("--output-dir") + 1]) / "results.json").unlink()
+    # the missing model names the training command with its EXP_NAME; the 4th argument beats LOADEP
+    env["LOADEP"] = "2"
+    proc = run_script(composed_repo, script, ["eurosat", "2", "exp2", "7"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"ERROR: model dir not found: {tmp_path}/runs/exp2/base2new/train_base/eurosat/shots_16/CoPrompt/coprompt/seed2 "
+        "(train it first: bash scripts/coprompt/base2new_train_coprompt.sh eurosat 2 exp2)"]
+    (tmp_path / "runs/exp2/base2new/train_base/eurosat/shots_16/CoPrompt/coprompt/seed2").mkdir(parents=True)
+    assert run_script(composed_repo, script, ["eurosat", "2", "exp2", "7"], env, tmp_path).returncode == 0
+    assert recorded_calls(env)[-1][0][recorded_calls(env)[-1][0].index("--load-epoch") + 1] == "7"
+    for args, message in ((["eurosat", "1", "a/b"], "EXP_NAME must be one folder name, got 'a/b'"),
+                          (["eurosat", "1", "", "x"], "LOADEP must be a non-negative integer, got 'x'"),
+                          (["eurosat", "1", "e", "8", "9"], "expected 2 to 4 arguments, got 5")):
+        proc = run_script(composed_repo, script, args, env, tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"ERROR: {message}"), proc.stderr
+
+
+@pytest.mark.parametrize("script,hint", [
+    ("promptsrc/base2new_test.sh", "bash scripts/promptsrc/base2new_train.sh eurosat 1"),
+    ("promptsrc/xd_test.sh", "bash scripts/promptsrc/xd_train.sh imagenet 1"),
+    ("promptsrc-bloom/base2new_test.sh", "bash scripts/promptsrc-bloom/base2new_train.sh eurosat 1"),
+    ("coprompt/xd_test_coprompt.sh", "bash scripts/coprompt/xd_train_coprompt.sh imagenet 1"),
+    ("coprompt-bmip/xd_test.sh", "bash scripts/coprompt-bmip/xd_train.sh imagenet 1"),
+])
+def test_composed_test_scripts_name_the_command_that_trains_the_missing_model(composed_repo, env, tmp_path,
+                                                                             script, hint):
+    proc = run_script(composed_repo, script, ["eurosat", "1"], env, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"(train it first: {hint})") and len(proc.stderr.strip().splitlines()) == 1
+    assert recorded_calls(env) == []
+
+
+@pytest.mark.parametrize("folder", sorted(COMPOSED_SCRIPTS))
+def test_cfg_mini_clip_and_loadep_reach_every_composed_test_script(composed_repo, env, tmp_path, folder):
+    """CFG=mini_clip (every composed trainer has one; 10 epochs) with LOADEP=10, as the quickstart would."""
+    trainer, steps = COMPOSED_SCRIPTS[folder]
+    env.update(CFG="mini_clip", LOADEP="10")
+    for step in ("base2new_train", "base2new_test"):
+        proc = run_script(composed_repo, f"{folder}/{steps[step][0]}", ["eurosat", "1"], env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    (train_argv, _), (test_argv, _) = recorded_calls(env)
+    for argv in (train_argv, test_argv):
+        assert argv[argv.index("--config-file") + 1] == f"configs/trainers/{trainer}/mini_clip.yaml"
+    assert test_argv[test_argv.index("--model-dir") + 1] == \
+        f"output/base2new/train_base/eurosat/shots_16/{trainer}/mini_clip/seed1"
+    assert test_argv[test_argv.index("--load-epoch") + 1] == "10"

@@ -20,7 +20,11 @@ from tests.helpers.script_harness import (
     REPO_ROOT, make_script_env, make_script_repo, recorded_calls, run_script,
 )
 
-METHODS = ["zsclip", "coop", "cocoop", "vpt", "language-prompting", "independent-vlp", "maple", "bmip", "bloom"]
+METHODS = ["zsclip", "coop", "cocoop", "vpt", "language-prompting", "independent-vlp", "maple", "bmip", "bloom",
+           "promptsrc", "coprompt", "promptsrc-maple", "promptsrc-bmip", "promptsrc-bloom", "coprompt-bmip",
+           "coprompt-bloom"]
+COMPOSITION_TABLE_METHODS = ["promptsrc", "coprompt", "promptsrc-bmip", "promptsrc-bloom", "coprompt-bmip",
+                             "coprompt-bloom"]
 PROTOCOLS = ["base2new", "openworld", "xd", "dg", "fewshot"]
 BENCHMARKS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
@@ -41,6 +45,32 @@ METHOD_SETTINGS = {
     "bmip": ("BMIP", "BMIP_ctx2_dp9_lr2", "5", "BMIP_ctx2_dp9_lr2_cross_datasets", "BMIP_ctx2_dp9_lr2"),
     "bloom": ("Bloom", "vit_b16_c2_ep5_batch4_2ctx", "5", "vit_b16_c2_ep2_batch4_1ctx_cross_datasets",
               "vit_b16_c2_ep5_batch4_2ctx"),
+    "promptsrc": ("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", "20", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                  "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
+    "coprompt": ("CoPrompt", "coprompt", "8", "coprompt", "coprompt"),
+    "promptsrc-maple": ("PromptSRC_MaPLe", "vit_b16_c2_ep20_batch4_2ctx", "20", "vit_b16_c2_ep20_batch4_2ctx",
+                        "vit_b16_c2_ep20_batch4_2ctx"),
+    "promptsrc-bmip": ("PromptSRC_BMIP", "vit_bitp_ctx4_ep20TT_adam_PromptSRC", "20",
+                       "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", "vit_bitp_ctx4_ep20TT_adam_PromptSRC"),
+    "promptsrc-bloom": ("PromptSRC_Bloom", "vit_b16_c2_ep20_batch4_2ctx", "20", "vit_b16_c2_ep20_batch4_2ctx",
+                        "vit_b16_c2_ep20_batch4_2ctx"),
+    "coprompt-bmip": ("CoPrompt_BMIP", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8", "vit_b16_c2_ep8_batch4_2ctx_randaug",
+                      "vit_b16_c2_ep8_batch4_2ctx_randaug"),
+    "coprompt-bloom": ("CoPrompt_Bloom", "vit_b16_c2_ep8_batch4_2ctx_randaug", "8",
+                       "vit_b16_c2_ep8_batch4_2ctx_randaug", "vit_b16_c2_ep8_batch4_2ctx_randaug"),
+}
+# cross-dataset test epoch of the new methods (the others' are tested in their own test files)
+XD_LOAD_EPOCHS = {"promptsrc": "20", "coprompt": "8", "promptsrc-maple": "20", "promptsrc-bmip": "20",
+                  "promptsrc-bloom": "20", "coprompt-bmip": "8", "coprompt-bloom": "8"}
+# per-run scripts of the new methods: folder/script for each step (the sweep's method_script)
+NEW_METHOD_SCRIPTS = {
+    "promptsrc": ("promptsrc/base2new_train.sh", "promptsrc/base2new_test.sh", "promptsrc/xd_train.sh",
+                  "promptsrc/xd_test.sh", "promptsrc/few_shot.sh"),
+    "coprompt": ("coprompt/base2new_train_coprompt.sh", "coprompt/base2new_test_coprompt.sh",
+                 "coprompt/xd_train_coprompt.sh", "coprompt/xd_test_coprompt.sh", "coprompt/fewshot_coprompt.sh"),
+    **{method: tuple(f"{method}/{step}.sh" for step in ("base2new_train", "base2new_test", "xd_train", "xd_test",
+                                                          "fewshot"))
+       for method in ("promptsrc-maple", "promptsrc-bmip", "promptsrc-bloom", "coprompt-bmip", "coprompt-bloom")},
 }
 ALL_DATASET_CONFIGS = BENCHMARKS + DG_TARGETS
 
@@ -221,6 +251,58 @@ def test_every_method_runs_every_protocol(repo, env, tmp_path, protocol, method)
         assert final_dir == f"output/fewshot/eurosat/shots_2/{trainer}/{cfg}/seed1"
     if load_epoch and protocol in ("base2new", "openworld") and method != "bmip":
         assert opt(tests[0], "--load-epoch") == load_epoch
+    if method in XD_LOAD_EPOCHS and protocol in ("xd", "dg"):
+        assert opt(calls[-1][0], "--load-epoch") == XD_LOAD_EPOCHS[method]
+    if method.startswith("coprompt"):
+        # the per-dataset settings stay on where a model is tested on its own dataset, off across datasets
+        settings = {opt(argv, "TRAINER.CoPrompt.DATASET_SETTINGS") for argv, _ in calls}
+        assert settings == ({"False"} if protocol in ("xd", "dg") else {None})
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("method", sorted(NEW_METHOD_SCRIPTS))
+def test_new_methods_plan_every_protocol(repo, env, tmp_path, protocol, method):
+    """The exact plan (group, SUB, script, arguments) of each protocol for the regularizers and their
+    compositions; PromptSRC's official few_shot.sh takes DATASET SHOTS SEED."""
+    env.update(SEEDS="1 2", DATASETS="eurosat" if protocol != "dg" else "imagenetv2", SHOTS_LIST="4")
+    proc = run_script(repo, "sweep.sh", ["--plan", protocol, method], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = [line.split("\t") for line in proc.stdout.splitlines()]
+    train, test, xd_train, xd_test, fewshot = NEW_METHOD_SCRIPTS[method]
+    if protocol in ("base2new", "openworld"):
+        sub = "new" if protocol == "base2new" else "all"
+        expected = [line for seed in ("1", "2") for line in (
+            [f"eurosat seed {seed}", f"{method} {protocol} eurosat seed {seed} (train on base classes)", "", train,
+             "eurosat", seed],
+            [f"eurosat seed {seed}", f"{method} {protocol} eurosat seed {seed} (test on {sub} classes)", sub, test,
+             "eurosat", seed])]
+    elif protocol in ("xd", "dg"):
+        target = "eurosat" if protocol == "xd" else "imagenetv2"
+        expected = [line for seed in ("1", "2") for line in (
+            [f"seed {seed}", f"{method} {protocol} imagenet seed {seed} (source)", "", xd_train, "imagenet", seed],
+            [f"seed {seed}", f"{method} {protocol} {target} seed {seed} (target)", "", xd_test, target, seed])]
+    else:
+        expected = [[f"eurosat seed {seed} shots 4", f"{method} fewshot eurosat seed {seed} shots 4", "", fewshot,
+                     *(("eurosat", "4", seed) if method == "promptsrc" else ("eurosat", seed, "4"))]
+                    for seed in ("1", "2")]
+    assert plan == expected
+    assert recorded_calls(env) == []
+
+
+@pytest.mark.parametrize("method", ["maple", "promptsrc-maple"] + COMPOSITION_TABLE_METHODS)
+def test_base2new_sweeps_of_the_composition_methods_name_the_composition_table(repo, env, tmp_path, method):
+    env.update(SEEDS="1", DATASETS="eurosat")
+    proc = sweep(repo, env, tmp_path, "base2new", method)
+    assert proc.returncode == 0, proc.stderr
+    tail = proc.stdout.strip().splitlines()[-3:]
+    if method in COMPOSITION_TABLE_METHODS:
+        assert tail[0] == f"python parse_test_res.py --table base2new {repo}/output"
+        assert tail[2] == f"python parse_test_res.py --table composition {repo}/output"
+    else:  # PromptSRC over MaPLe is not in BMIP's Table 4
+        assert tail[-1] == f"python parse_test_res.py --table base2new {repo}/output"
+        assert "--table composition" not in proc.stdout
+    proc = sweep(repo, env, tmp_path, "openworld", method)
+    assert proc.returncode == 0 and "--table composition" not in proc.stdout
 
 
 # --- skipping, failing fast ---------------------------------------------------------------------
@@ -305,7 +387,8 @@ def test_folder_map_matches_the_dataset_classes():
 @pytest.mark.parametrize("args,message", [
     (["cross", "maple"], "ERROR: unknown protocol 'cross' (valid: base2new openworld xd dg fewshot)"),
     (["xd", "MaPLe"], "ERROR: unknown method 'MaPLe' (valid: zsclip coop cocoop vpt language-prompting "
-                      "independent-vlp maple bmip bloom)"),
+                      "independent-vlp maple bmip bloom promptsrc coprompt promptsrc-maple promptsrc-bmip "
+                      "promptsrc-bloom coprompt-bmip coprompt-bloom)"),
 ])
 def test_unknown_protocol_or_method_lists_the_valid_ones(repo, env, tmp_path, args, message):
     proc = run_script(repo, "sweep.sh", args, env, tmp_path)

@@ -1,6 +1,7 @@
-"""parse_test_res.py --table: base2new / openworld / xd / dg / fewshot tables built from fake
-OUTPUT trees (two datasets, two seeds, two methods), checked against hand-computed numbers;
-plus one slow end-to-end run of train.py feeding the base2new and openworld tables."""
+"""parse_test_res.py --table: base2new / openworld / xd / dg / fewshot / composition tables built
+from fake OUTPUT trees (two datasets, two seeds, two methods; six trainers for composition), checked
+against hand-computed numbers; plus one slow end-to-end run of train.py feeding the base2new and
+openworld tables."""
 import csv
 import io
 import json
@@ -593,3 +594,217 @@ def test_strict_cli_exit_codes_in_table_mode(transfer_output):
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "1 of 12 expected runs is missing" in proc.stderr
     assert "40.00¹" in proc.stdout and "¹ 1 of 2 runs" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# composition: BMIP's Table 4 (regularizer x base) from the base2new tree
+# ---------------------------------------------------------------------------------------------
+
+PROMPTSRC = ("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx")
+PROMPTSRC_BMIP = ("PromptSRC_BMIP", "vit_bitp_ctx4_ep20TT_adam_PromptSRC")
+PROMPTSRC_BLOOM = ("PromptSRC_Bloom", "vit_b16_c2_ep20_batch4_2ctx")
+COPROMPT = ("CoPrompt", "coprompt")
+COPROMPT_BMIP = ("CoPrompt_BMIP", "vit_b16_c2_ep8_batch4_2ctx_randaug")
+COPROMPT_BLOOM = ("CoPrompt_Bloom", "vit_b16_c2_ep8_batch4_2ctx_randaug")
+# method -> {dataset: (base accuracy per seed, new accuracy per seed)}
+COMPOSITION = {
+    PROMPTSRC: {"eurosat": ([90.0, 92.0], [70.0, 74.0]), "dtd": ([80.0, 82.0], [60.0, 62.0])},
+    PROMPTSRC_BMIP: {"eurosat": ([91.0, 93.0], [72.0, 76.0]), "dtd": ([81.0, 85.0], [61.0, 65.0])},
+    PROMPTSRC_BLOOM: {"eurosat": ([89.0, 91.0], [73.0, 75.0]), "dtd": ([79.0, 81.0], [62.0, 64.0])},
+    COPROMPT: {"eurosat": ([94.0, 96.0], [68.0, 70.0]), "dtd": ([83.0, 85.0], [58.0, 62.0])},
+    COPROMPT_BMIP: {"eurosat": ([95.0, 95.0], [71.0, 73.0]), "dtd": ([84.0, 86.0], [60.0, 60.0])},
+    COPROMPT_BLOOM: {"eurosat": ([93.0, 97.0], [70.0, 72.0]), "dtd": ([82.0, 84.0], [59.0, 63.0])},
+    # not in Table 4: left out of the table, also from the datasets it expects (ucf101)
+    MAPLE: {"eurosat": ([1.0, 1.0], [1.0, 1.0]), "ucf101": ([1.0, 1.0], [1.0, 1.0])},
+    ("PromptSRC_MaPLe", "vit_b16_c2_ep20_batch4_2ctx"): {"ucf101": ([2.0, 2.0], [2.0, 2.0])},
+}
+# Average over eurosat and dtd of the seed means, worked out by hand: (Base, Novel, HM of the two)
+# e.g. PromptSRC: Base (91 + 81) / 2 = 86, Novel (72 + 61) / 2 = 66.5, HM 2 * 86 * 66.5 / 152.5 = 75.0033
+TABLE4 = {
+    "PromptSRC": {"Alone": ("86.00", "66.50", "75.00"), "+BMIP": ("87.50", "68.50", "76.84"),
+                  "+Bloom": ("85.00", "68.50", "75.86")},
+    "CoPrompt": {"Alone": ("89.50", "64.50", "74.97"), "+BMIP": ("90.00", "66.00", "76.15"),
+                 "+Bloom": ("89.00", "66.00", "75.79")},
+}
+GROUPS = ("Alone", "+BMIP", "+Bloom")
+
+
+@pytest.fixture
+def composition_output(tmp_path):
+    output = tmp_path / "output"
+    for method, per_dataset in COMPOSITION.items():
+        for dataset, (bases, news) in per_dataset.items():
+            for seed, base, new in zip(SEEDS, bases, news):
+                write_run(protocol_dir(output, "base2new/train_base", dataset, method, seed), accuracy=base)
+                write_run(protocol_dir(output, "base2new/test_new", dataset, method, seed), accuracy=new)
+    return output
+
+
+def table4_headers():
+    return ["Regularizer"] + [f"{group} {column}" for group in GROUPS for column in ("Base", "Novel", "HM")]
+
+
+def test_composition_table_is_bmips_table4(composition_output, capsys):
+    status, out, err = table("composition", composition_output, capsys=capsys)
+    assert status == 0, err
+    headers, rows = parse_markdown(out)
+    assert headers == table4_headers()
+    assert list(rows) == ["PromptSRC", "CoPrompt"]
+    for regularizer, groups in TABLE4.items():
+        for group, values in groups.items():
+            assert tuple(rows[regularizer][f"{group} {c}"] for c in ("Base", "Novel", "HM")) == values, group
+    # the Average rule of the base2new table: HM of the averages, not the mean of per-dataset HMs
+    assert round(np.mean([hm(91.0, 72.0), hm(81.0, 61.0)]), 2) == 74.99
+    assert err == ""  # every expected run is there: ucf101 (MaPLe only) is not expected
+    status, out, err = table("composition", composition_output, "--rows", "methods", "--strict", capsys=capsys)
+    assert status == 0 and parse_markdown(out)[1]["CoPrompt"]["+BMIP HM"] == "76.15"
+
+
+def test_composition_csv_and_latex(composition_output, capsys):
+    _, out, _ = table("composition", composition_output, "--format", "csv", capsys=capsys)
+    headers, rows = parse_csv(out)
+    assert headers == table4_headers()
+    assert [rows["CoPrompt"][h] for h in headers[1:]] == [v for g in GROUPS for v in TABLE4["CoPrompt"][g]]
+    _, out, _ = table("composition", composition_output, "--format", "latex", capsys=capsys)
+    assert r"\begin{tabular}" in out and r"+BMIP Base" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("PromptSRC"))
+    assert [cell.strip() for cell in line.rstrip().rstrip("\\").split("&")[1:]] == [
+        v for g in GROUPS for v in TABLE4["PromptSRC"][g]]
+
+
+def test_composition_std_per_dataset(composition_output, capsys):
+    # averages over datasets are derived, as the base2new Average row: no spread
+    _, out, _ = table("composition", composition_output, "--std", capsys=capsys)
+    assert "±" not in out
+    # over one dataset the value is that dataset's mean +- population std over the seeds
+    _, out, _ = table("composition", composition_output, "--datasets", "eurosat", "--std", capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert rows["PromptSRC"]["Alone Base"] == "91.00 ± 1.00"
+    assert rows["PromptSRC"]["+BMIP Novel"] == "74.00 ± 2.00"
+    assert rows["CoPrompt"]["+BMIP Base"] == "95.00 ± 0.00"
+    assert rows["CoPrompt"]["+Bloom HM"] == f"{hm(95.0, 71.0):.2f}"  # derived: no spread
+    # one row per regularizer and dataset, then its Average
+    status, out, err = table("composition", composition_output, "--rows", "datasets", "--std", capsys=capsys)
+    assert status == 0, err
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines()
+             if line.startswith("|")]
+    assert lines[0] == ["Regularizer", "Dataset"] + table4_headers()[1:]
+    assert [line[:2] for line in lines[2:]] == [["PromptSRC", "DTD"], ["PromptSRC", "EuroSAT"],
+                                                ["PromptSRC", "Average"], ["CoPrompt", "DTD"],
+                                                ["CoPrompt", "EuroSAT"], ["CoPrompt", "Average"]]
+    assert lines[2][2:5] == ["81.00 ± 1.00", "61.00 ± 1.00", f"{hm(81.0, 61.0):.2f}"]  # PromptSRC, DTD, Alone
+    assert lines[3][5:8] == ["92.00 ± 1.00", "74.00 ± 2.00", f"{hm(92.0, 74.0):.2f}"]  # PromptSRC, EuroSAT, +BMIP
+    assert lines[7][2:] == [v for g in GROUPS for v in TABLE4["CoPrompt"][g]]  # CoPrompt, Average
+
+
+def test_composition_missing_cell_is_a_gap_and_partial_cells_are_footnoted(composition_output, capsys):
+    import shutil
+
+    # CoPrompt over Bloom never trained on dtd: its +Bloom Base (and HM) is a gap, never a zero
+    never = composition_output / "base2new/train_base/dtd/shots_16" / COPROMPT_BLOOM[0] / COPROMPT_BLOOM[1]
+    shutil.rmtree(never)
+    # PromptSRC over BMIP lost one eurosat test: its +BMIP Novel averages 3 of the 4 runs
+    lost = protocol_dir(composition_output, "base2new/test_new", "eurosat", PROMPTSRC_BMIP, 2)
+    (lost / "results.json").unlink()
+    status, out, err = table("composition", composition_output, "--std", capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    assert rows["CoPrompt"]["+Bloom Base"] == "-" and rows["CoPrompt"]["+Bloom HM"] == "-"
+    assert rows["CoPrompt"]["+Bloom Novel"] == "66.00"
+    novel = (72.0 + 63.0) / 2  # eurosat: seed 1 only (72), dtd: (61 + 65) / 2
+    assert rows["PromptSRC"]["+BMIP Novel"] == f"{novel:.2f}¹" == "67.50¹"
+    assert rows["PromptSRC"]["+BMIP HM"] == f"{hm(87.5, novel):.2f}"  # derived: no marker
+    marked = [(name, header) for name, row in rows.items() for header, text in row.items() if "¹" in text]
+    assert marked == [("PromptSRC", "+BMIP Novel")]
+    assert out.rstrip("\n").endswith("|\n\n¹ 3 of 4 runs")
+    assert f"{never} does not exist" in err and str(lost) in err
+    # rows for the other regularizer and groups are untouched
+    assert rows["CoPrompt"]["+BMIP HM"] == "76.15" and rows["PromptSRC"]["Alone HM"] == "75.00"
+
+    _, out, _ = table("composition", composition_output, "--format", "csv", capsys=capsys)
+    assert out.rstrip("\n").split("\n\n")[1].splitlines() == [
+        ptr.CSV_FOOTNOTE_HEADER, "# PromptSRC, +BMIP Novel: 3 of 4 runs"]
+    _, out, _ = table("composition", composition_output, "--format", "latex", capsys=capsys)
+    assert "67.50$^{1}$" in out and out.rstrip("\n").endswith("\\end{tabular}\n\n$^{1}$ 3 of 4 runs")
+    # per dataset, the footnote sits on the eurosat cell itself (seed 1's 72), the Average has none
+    _, out, _ = table("composition", composition_output, "--rows", "datasets", capsys=capsys)
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines()
+             if line.startswith("|")]
+    by_row = {tuple(line[:2]): dict(zip(lines[0], line)) for line in lines[2:]}
+    assert by_row["PromptSRC", "EuroSAT"]["+BMIP Novel"] == "72.00¹"
+    assert by_row["PromptSRC", "Average"]["+BMIP Novel"] == "67.50"
+    assert by_row["CoPrompt", "DTD"]["+Bloom Base"] == "-" and by_row["CoPrompt", "DTD"]["+Bloom Novel"] == "61.00"
+
+    # --strict: the dtd training runs of CoPrompt_Bloom (2 seeds) and the lost test run
+    status, _, err = table("composition", composition_output, "--strict", capsys=capsys)
+    assert status == 1
+    assert err.splitlines()[-1] == "ERROR: --strict: 3 of 48 expected runs are missing or incomplete (see the warnings above)"
+
+
+def test_composition_group_without_any_run_warns_and_counts_for_strict(composition_output, capsys):
+    import shutil
+
+    for step in ("train_base", "test_new"):
+        for dataset in ("eurosat", "dtd"):
+            shutil.rmtree(composition_output / "base2new" / step / dataset / "shots_16" / "CoPrompt_Bloom")
+    status, out, err = table("composition", composition_output, "--strict", capsys=capsys)
+    assert status == 1
+    _, rows = parse_markdown(out)
+    assert [rows["CoPrompt"][f"+Bloom {c}"] for c in ("Base", "Novel", "HM")] == ["-", "-", "-"]
+    assert rows["CoPrompt"]["+BMIP Base"] == "90.00"
+    assert (f"WARNING: composition: no base2new runs of CoPrompt_Bloom under {composition_output / 'base2new'}, "
+            "so its CoPrompt cells are gaps (bash scripts/sweep.sh base2new coprompt-bloom)") in err
+    # its 2 datasets x 2 seeds x (train, test) runs are expected: 40 found + 8 missing
+    assert err.splitlines()[-1] == "ERROR: --strict: 8 of 48 expected runs are missing or incomplete (see the warnings above)"
+    # a group left out with --trainers is not expected: no warning, no strict failure
+    status, out, err = table("composition", composition_output, "--strict", "--trainers", "CoPrompt",
+                             "CoPrompt_BMIP", capsys=capsys)
+    assert status == 0 and err == ""
+    _, rows = parse_markdown(out)
+    assert list(rows) == ["CoPrompt"] and rows["CoPrompt"]["+Bloom Base"] == "-"
+    assert rows["CoPrompt"]["Alone HM"] == "74.97"
+
+
+def test_composition_configs_pair_by_shared_name_and_trainers_filter(composition_output, capsys):
+    # mini_clip runs of two PromptSRC trainers: a row of their own, paired by the config name
+    mini = {("PromptSRC", "mini_clip"): (50.0, 40.0), ("PromptSRC_BMIP", "mini_clip"): (56.0, 44.0)}
+    for method, (base, new) in mini.items():
+        for dataset in ("eurosat", "dtd"):
+            for seed in SEEDS:
+                write_run(protocol_dir(composition_output, "base2new/train_base", dataset, method, seed), accuracy=base)
+                write_run(protocol_dir(composition_output, "base2new/test_new", dataset, method, seed), accuracy=new)
+    status, out, err = table("composition", composition_output, capsys=capsys)
+    assert status == 0, err
+    _, rows = parse_markdown(out)
+    assert list(rows) == ["PromptSRC", "PromptSRC (mini_clip)", "CoPrompt"]
+    assert [rows["PromptSRC"][f"{g} HM"] for g in GROUPS] == [TABLE4["PromptSRC"][g][2] for g in GROUPS]
+    assert [rows["PromptSRC (mini_clip)"][f"{g} Base"] for g in GROUPS] == ["50.00", "56.00", "-"]
+    assert rows["PromptSRC (mini_clip)"]["+BMIP HM"] == f"{hm(56.0, 44.0):.2f}"
+    assert err == ""  # PromptSRC_Bloom has runs (in the other row): its mini_clip gap is no missing run
+    # --trainers picks the configs (TRAINER/CFG), as in the base2new table
+    _, out, err = table("composition", composition_output, "--trainers", "PromptSRC/mini_clip",
+                        "PromptSRC_BMIP/mini_clip", "MaPLe", capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert list(rows) == ["PromptSRC"] and rows["PromptSRC"]["Alone Base"] == "50.00"
+    assert rows["PromptSRC"]["+Bloom Base"] == "-"
+    assert "--trainers MaPLe: no run of that trainer" in err  # MaPLe is not one of the table's trainers
+    # without any PromptSRC_Bloom run, both PromptSRC rows miss it: one warning, its 8 runs counted once
+    import shutil
+
+    for step in ("train_base", "test_new"):
+        for dataset in ("eurosat", "dtd"):
+            shutil.rmtree(composition_output / "base2new" / step / dataset / "shots_16" / "PromptSRC_Bloom")
+    status, out, err = table("composition", composition_output, "--strict", capsys=capsys)
+    _, rows = parse_markdown(out)
+    assert rows["PromptSRC"]["+Bloom Base"] == "-" and rows["PromptSRC (mini_clip)"]["+Bloom Base"] == "-"
+    assert status == 1 and err.count("no base2new runs of PromptSRC_Bloom") == 1
+    assert err.splitlines()[-1] == "ERROR: --strict: 8 of 64 expected runs are missing or incomplete (see the warnings above)"
+
+
+def test_composition_errors(composition_output, tmp_path, capsys):
+    status, _, err = table("composition", composition_output, "--plot", str(tmp_path / "x.png"), capsys=capsys)
+    assert status == 1 and "--plot" in err
+    status, _, err = table("composition", composition_output, "--trainers", "MaPLe", capsys=capsys)
+    assert status == 1 and "ERROR: no composition results under" in err and "CoPrompt_Bloom" in err
+    status, _, err = table("xd", composition_output, "--rows", "methods", capsys=capsys)
+    assert status == 1 and "--rows methods is a base2new layout" in err

@@ -22,6 +22,9 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer, build_lr_scheduler
 from dassl.utils import count_num_param, load_released_checkpoint, state_dict_of, strip_module_prefix
 from dassl.utils import distributed as dist_utils
+from dassl.utils.faults import fault_point
+
+from .feature_cache import FeatureCache, cache_key, default_cache_dir, image_list_digest, weights_digest
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
@@ -125,6 +128,7 @@ class PromptedCLIP(nn.Module):
         # (and so checkpoints them) beside the prompt learner.
         self.image_head = None
         self.text_head = None
+        self.recorded_image_features = None
 
     @property
     def dtype(self):
@@ -153,7 +157,15 @@ class PromptedCLIP(nn.Module):
         feats = self.clip_model.encode_image(
             image.type(self.dtype), prompts=prompts.vision_prompts, hook=prompts.vision_hook
         )
+        if self.recorded_image_features is not None:  # filled for the feature cache (trainers/feature_cache.py)
+            self.recorded_image_features.append(feats.detach())
         return F.normalize(self._head("image", feats), dim=-1)
+
+    def logits_from_image_features(self, feats):
+        """Logits of raw (unnormalised) image features against the cached class texts (inside
+        :meth:`cached_text_features`), computed as :meth:`forward` computes them."""
+        _, text = self._cache
+        return self.logits(F.normalize(self._head("image", feats), dim=-1), text)
 
     def forward(self, image):
         if self._cache is not None:
@@ -428,6 +440,66 @@ class ClipPromptTrainer(TrainerX):
             self.scaler.load_state_dict(state["scaler"])
 
     # ----------------------------------------------------------- evaluation
+    def test(self, split=None):
+        """Evaluate on ``split``; with the frozen-feature cache when the image features are the
+        frozen CLIP's own (no vision prompts, no hook; see trainers/feature_cache.py)."""
+        plan = self.feature_cache_plan(split)
+        if plan is None:
+            return super().test(split)
+        split, key, parts, labels, expected = plan
+        cache = FeatureCache(self.cfg.TEST.FEATURE_CACHE_DIR or default_cache_dir())
+        features = cache.load(key, labels)
+        if features is not None:
+            print(f"Feature cache: image features of the {split} set read from {cache.path(key)}")
+            return self.test_from_features(split, features, labels)
+        self.model.recorded_image_features = []
+        try:
+            result = super().test(split)
+            recorded = self.model.recorded_image_features
+        finally:
+            self.model.recorded_image_features = None
+        if recorded and sum(f.shape[0] for f in recorded) == expected:
+            path = cache.save(key, torch.cat(recorded), labels, parts)
+            print(f"Feature cache: image features of the {split} set written to {path}")
+        return result
+
+    def feature_cache_plan(self, split):
+        """``(split, key, key parts, labels, n images)`` when this evaluation may use the cache,
+        else None: the cache is on, one process, and the images meet no prompt or hook."""
+        if not self.cfg.TEST.FEATURE_CACHE or dist_utils.is_distributed():
+            return None
+        if type(self.model) is not PromptedCLIP or self.model.TEXT_DEPENDS_ON_IMAGE:
+            return None
+        with torch.no_grad():
+            prompts = self.model.prompt_learner()
+        if prompts.vision_prompts is not None or prompts.vision_hook is not None:
+            return None
+        split, loader = self.split_loader(split)
+        items = loader.dataset.data_source
+        if not hasattr(self, "_image_encoder_digest"):
+            self._image_encoder_digest = weights_digest(self.model.clip_model.visual)
+        cfg = self.cfg
+        parts = {"weights": self._image_encoder_digest, "dataset": cfg.DATASET.NAME, "split": split,
+                 "images": image_list_digest(items), "transform": repr(loader.dataset.transform),
+                 "input": {k: str(v) for k, v in cfg.INPUT.items()}, "precision": self.precision,
+                 "device": self.device.type, "torch": str(torch.__version__)}
+        labels = torch.tensor([item.label for item in items], dtype=torch.int64)
+        return split, cache_key(parts), parts, labels, len(items)
+
+    def test_from_features(self, split, features, labels):
+        """The evaluation of ``split`` from cached image features: the same logits, no image read."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        print(f"Evaluate on the *{split}* set")
+        batch = self.cfg.DATALOADER.TEST.BATCH_SIZE  # the loader's batches: the same kernels, the same bits
+        with torch.no_grad(), self.evaluation_context():
+            for start in range(0, features.shape[0], batch):
+                fault_point("eval_batch")  # an evaluation batch all the same (the reliability tests count them)
+                feats = features[start:start + batch].to(self.device)
+                output = self.model.logits_from_image_features(feats).float()
+                self.evaluator.process(output, labels[start:start + batch].to(self.device))
+        return self.finish_test(split)
+
     @contextlib.contextmanager
     def evaluation_context(self):
         with self.autocast(), self.model.cached_text_features():

@@ -216,6 +216,11 @@ _C.TEST.COMPUTE_CMAT = False
 _C.TEST.OPENWORLD_METRICS = None
 # Skip the final test after training.
 _C.TEST.NO_TEST = False
+# Added: cache the frozen CLIP's image features of an evaluation split on disk when a method's
+# test images meet no prompt (zero-shot CLIP, CoOp, ...), keyed by the weights, the image list,
+# the transform, precision and device (trainers/feature_cache.py); "" = the default folder.
+_C.TEST.FEATURE_CACHE = True
+_C.TEST.FEATURE_CACHE_DIR = ""
 # Split used for the final evaluation: "test" or "val".
 _C.TEST.SPLIT = "test"
 # Model evaluated after training: "last_step" or "best_val" (the latter validates every epoch,

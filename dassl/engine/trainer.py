@@ -642,13 +642,7 @@ class SimpleTrainer(TrainerBase):
         """
         self.set_model_mode("eval")
         self.evaluator.reset()
-        if split is None:
-            split = self.cfg.TEST.SPLIT
-        if split == "val" and self.val_loader is not None:
-            data_loader = self.val_loader
-        else:
-            split = "test"
-            data_loader = self.test_loader
+        split, data_loader = self.split_loader(split)
         print(f"Evaluate on the *{split}* set")
         distributed = dist_utils.is_distributed()
         positions = []  # dataset index of every sample this rank evaluated (distributed only)
@@ -681,6 +675,19 @@ class SimpleTrainer(TrainerBase):
                   f"the metrics leave them out")
         if distributed:
             self.evaluator.gather_from_ranks(torch.cat(positions) if positions else torch.zeros(0, dtype=torch.int64))
+        return self.finish_test(split)
+
+    def split_loader(self, split=None):
+        """``(split, loader)`` an evaluation of ``split`` reads: "val" when asked and present,
+        otherwise "test" (``None`` means ``TEST.SPLIT``)."""
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            return "val", self.val_loader
+        return "test", self.test_loader
+
+    def finish_test(self, split):
+        """Compute the evaluator's metrics of what it processed, log them; return the first."""
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)

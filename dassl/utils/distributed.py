@@ -10,6 +10,7 @@ Collectives go through the device the backend needs: CPU tensors for gloo, the c
 device for NCCL. Callers pass and receive tensors on their own device.
 """
 import contextlib
+import logging
 import os
 import random
 import sys
@@ -23,6 +24,7 @@ __all__ = [
     "launched_by_torchrun",
     "init_distributed",
     "destroy_distributed",
+    "exit_process",
     "is_distributed",
     "rank",
     "local_rank",
@@ -48,6 +50,10 @@ _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
 # The seed every rank agreed on when the config leaves SEED unset (see shared_seed).
 _shared_seed = None
 
+# True once this process joined a process group: the backend's threads then run until the
+# process ends (see exit_process).
+_joined_process_group = False
+
 
 def launched_by_torchrun(environ=None):
     """True when the process was started by torchrun (WORLD_SIZE, RANK and LOCAL_RANK set),
@@ -62,17 +68,66 @@ def init_distributed(device_type):
     NCCL for CUDA devices, gloo otherwise. On CUDA the process first binds to GPU
     ``LOCAL_RANK`` so that NCCL and every later ``.cuda()`` use that device.
     """
+    global _joined_process_group
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://")
+    _joined_process_group = True
     return backend
 
 
-def destroy_distributed():
-    """Leave the process group, if one was initialised."""
-    if is_distributed():
+def destroy_distributed(wait_for_peers=False):
+    """Leave the process group, if one was initialised.
+
+    ``wait_for_peers=True`` is for a rank whose run finished: a barrier first, so that no rank
+    tears down while another still runs a collective. Keep it False after an error: the other
+    ranks may be inside a different collective, where the barrier would wait (up to the group's
+    timeout) instead of letting this rank exit and torchrun stop the others.
+
+    The backend's threads survive this call (gloo's worker threads stop only when the last
+    reference to the group goes, and DistributedDataParallel holds one), so end the process
+    with :func:`exit_process`.
+    """
+    if not is_distributed():
+        return
+    try:
+        if wait_for_peers:
+            barrier()
+    finally:
         dist.destroy_process_group()
+
+
+def exit_process(code=0):
+    """End the process with exit status ``code``, like ``sys.exit(code)``; call it last.
+
+    A process that joined a process group flushes its output and leaves through ``os._exit``,
+    skipping the interpreter's teardown, which is not safe with the backend's threads still
+    running: gloo frees each finished collective on one of its worker threads, and freeing a
+    tensor or state that Python knew takes the GIL. CPython (3.11 here) ends a thread that
+    gets the GIL after finalization has begun with ``pthread_exit``, whose unwinding through
+    the C++ destructor calls ``std::terminate``: "terminate called without an active
+    exception", SIGABRT, and torchrun reports a finished run (results.json written) as failed.
+    A rare race (a worker delayed until the main thread exits), seen on a loaded machine;
+    ``tools/stress_torchrun.py`` checks it (docs/DEVELOPING.md).
+
+    Without a process group this is ``sys.exit(code)``.
+    """
+    if not _joined_process_group:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # as sys.exit: print the message, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed stream or a broken pipe: nothing left to save
+            pass
+    os._exit(code)
 
 
 def is_distributed():

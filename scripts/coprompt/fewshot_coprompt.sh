@@ -1,0 +1,18 @@
+#!/bin/bash
+# CoPrompt (over MaPLe), few-shot (CoOp's protocol): train on ALL classes with SHOTS images each, test
+# on all classes. Ours: the CoPrompt repository has base-to-novel scripts only.
+#
+# Usage: bash scripts/coprompt/fewshot_coprompt.sh DATASET SEED SHOTS
+#   DATASET  name of configs/datasets/DATASET.yaml, e.g. eurosat
+#   SEED     one seed, e.g. 1 (the papers average seeds 1, 2 and 3)
+#   SHOTS    training images per class: 1, 2, 4, 8 or 16
+# Config: configs/trainers/CoPrompt/coprompt.yaml, with the per-dataset settings (training and test
+#   are on the same dataset)
+# Output: ${OUTPUT}/fewshot/${DATASET}/shots_${SHOTS}/CoPrompt/coprompt/seed${SEED}
+#   (skipped when it already holds results.json).
+# Environment: DATA (required), OUTPUT, PYTHON, EXTRA_OPTS (see scripts/common.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+require_arg_count 3 3 "bash scripts/coprompt/fewshot_coprompt.sh DATASET SEED SHOTS" "$@"
+run_fewshot CoPrompt "coprompt" "$1" "$2" "$3"
