@@ -225,14 +225,26 @@ def _run_script(run, repo, env, log, interrupt):
                 terminated = True
 
 
-def run_job_or_raise(job):
-    """run_job for submitit: a failed job raises, so that SLURM and submitit record it as failed (the
-    outcome file beside the log keeps the details for the launcher's summary)."""
-    outcome = run_job(job)
-    if not outcome["ok"]:
-        raise RuntimeError(f"job {job.name} failed: {outcome['failed_command']} exited {outcome['exit_status']}; "
-                           f"log: {job.log}")
-    return outcome
+def run_bundle(bundle):
+    """Run the jobs of BUNDLE at the same time on this node (threads; each job's scripts are their own
+    processes) and return their outcomes in order: with --jobs-per-gpu several small jobs share
+    one SLURM job and its GPU."""
+    if len(bundle) == 1:
+        return [run_job(bundle[0])]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(bundle)) as pool:
+        return list(pool.map(run_job, bundle))
+
+
+def run_bundle_or_raise(bundle):
+    """run_bundle for submitit: a failed job raises, so that SLURM and submitit record the job as
+    failed (the outcome file beside each job's log keeps the details for the launcher's summary)."""
+    outcomes = run_bundle(bundle)
+    failed = [outcome for outcome in outcomes if not outcome["ok"]]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(f"job {first['job']} failed: {first['failed_command']} exited {first['exit_status']}; "
+                           f"log: {first['log']}")
+    return outcomes
 
 
 # --- the local executor -------------------------------------------------------------------------------
@@ -362,19 +374,24 @@ def launch_submitit(jobs, args, launch_dir, echo=print):
         # module, so its functions travel by value, as they do when it runs as __main__.
         import cloudpickle
         cloudpickle.register_pickle_by_value(module)
-    submitted = executor.map_array(run_job_or_raise, jobs)
-    echo(f"Submitted {len(submitted)} jobs ({cluster}); submitit folder: {launch_dir / 'submitit'}", flush=True)
-    for job, handle in zip(jobs, submitted):
-        echo(f"  {handle.job_id}  {job.name}  log: {job.log}")
+    per_gpu = getattr(args, "jobs_per_gpu", None) or 1
+    bundles = [jobs[start:start + per_gpu] for start in range(0, len(jobs), per_gpu)]
+    submitted = executor.map_array(run_bundle_or_raise, bundles)
+    echo(f"Submitted {len(submitted)} jobs ({cluster}"
+         f"{f', {per_gpu} launcher jobs each' if per_gpu > 1 else ''}); submitit folder: {launch_dir / 'submitit'}",
+         flush=True)
+    for bundle, handle in zip(bundles, submitted):
+        for job in bundle:
+            echo(f"  {handle.job_id}  {job.name}  log: {job.log}")
     if not args.wait:
         echo(f"Outcomes land in {launch_dir}/<job>.json; relaunch the same command to resume.")
         return None
-    by_id = {handle.job_id: job for job, handle in zip(jobs, submitted)}
+    by_id = {handle.job_id: bundle for bundle, handle in zip(bundles, submitted)}
     outcomes = {}
     for handle in submitit.helpers.as_completed(submitted, poll_frequency=POLL_SECONDS[args.executor]):
-        job = by_id[handle.job_id]
-        outcomes[job.name] = submitit_outcome(job, handle)
-        echo(status_line(len(outcomes), len(jobs), outcomes[job.name]), flush=True)
+        for job in by_id[handle.job_id]:
+            outcomes[job.name] = submitit_outcome(job, handle)
+            echo(status_line(len(outcomes), len(jobs), outcomes[job.name]), flush=True)
     return [outcomes[job.name] for job in jobs]
 
 
@@ -383,7 +400,7 @@ def submitit_outcome(job, handle):
     run_job wrote, or (killed, timed out, never started) submitit's error with its log paths."""
     error = handle.exception()
     if error is None:
-        return handle.result()
+        return next(outcome for outcome in handle.result() if outcome["job"] == job.name)
     status_path = Path(job.log).with_suffix(".json")
     if status_path.exists():
         return json.loads(status_path.read_text())
@@ -487,7 +504,10 @@ def parse_args(argv):
     parser.add_argument("--dry-run", action="store_true", help="print the jobs and their runs, run nothing")
     parser.add_argument("--launch-dir", help="folder for logs and outcomes (default OUTPUT/launch/<timestamp>)")
     local = parser.add_argument_group("local executor")
-    local.add_argument("--jobs", type=int, help="parallel jobs (default: the number of visible GPUs, else 1)")
+    local.add_argument("--jobs", type=int, help="parallel jobs (default: visible GPUs x --jobs-per-gpu, else 1)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="N",
+                        help="small jobs (mini CLIP, linear probe) sharing one GPU: N local workers per GPU, "
+                             "or N launcher jobs in one SLURM job (default 1)")
     slurm = parser.add_argument_group("slurm / submitit-local executors (only the settings given are passed on)")
     slurm.add_argument("--partition")
     slurm.add_argument("--time", type=int, metavar="MINUTES", help="time limit per job (required for slurm)")
@@ -501,6 +521,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.jobs_per_gpu < 1:
+        parser.error("--jobs-per-gpu must be at least 1")
     return args
 
 
@@ -551,7 +573,7 @@ def main(argv=None):
         output_root = env.get("OUTPUT") or str(SCRIPTS_DIR.parent / "output")
         if args.executor == "local":
             gpus = visible_gpus(env)
-            workers = args.jobs or max(len(gpus), 1)
+            workers = args.jobs or max(len(gpus) * args.jobs_per_gpu, 1)
             note = f"local, {workers} worker{'s' if workers > 1 else ''}"
             if gpus:
                 note += f" on GPUs {','.join(gpus[:workers])}"  # the slots launch_local hands out

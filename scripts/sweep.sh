@@ -35,7 +35,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PROTOCOLS=(base2new openworld xd dg fewshot)
 METHODS=(zsclip coop cocoop vpt language-prompting independent-vlp maple bmip bloom
-    promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)
+    promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom linear-probe)
 # The methods of parse_test_res.py --table composition (BMIP's Table 4: regularizer x base).
 COMPOSITION_METHODS=(promptsrc coprompt promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)
 BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"

@@ -117,7 +117,7 @@ def test_plan_groups_runs_that_depend_on_each_other(repo, env, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["base2new", "--methods", "coop", "MaPLe", "--datasets", "eurosat"],
      "ERROR: unknown method 'MaPLe' (valid: zsclip coop cocoop vpt language-prompting independent-vlp maple "
-     "bmip bloom promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom)"),
+     "bmip bloom promptsrc coprompt promptsrc-maple promptsrc-bmip promptsrc-bloom coprompt-bmip coprompt-bloom linear-probe)"),
     (["cross", "--methods", "coop"], "ERROR: unknown protocol 'cross' (valid: base2new openworld xd dg fewshot)"),
     (["fewshot", "--methods", "coop", "--datasets", "eurosat", "euro_sat"],
      "ERROR: unknown datasets (no configs/datasets/<name>.yaml): euro_sat"),
@@ -374,6 +374,18 @@ def test_each_worker_pins_its_job_to_one_gpu(repo, env, tmp_path):
     assert [record["cuda"] for record in recorded_records(env)[8:]] == ["", ""]
 
 
+def test_jobs_per_gpu_packs_small_jobs_onto_each_gpu(repo, env, tmp_path):
+    env["CUDA_VISIBLE_DEVICES"] = "3,5"
+    proc = launch_cli(repo, env, tmp_path, "base2new", "--methods", "coop", "--datasets", "eurosat", "dtd",
+                      "--seeds", "1", "2", "3", "--jobs-per-gpu", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "(local, 6 workers on GPUs 3,5)" in proc.stdout  # three workers per visible GPU
+    cuda = [record["cuda"] for record in recorded_records(env)]
+    assert len(cuda) == 12 and set(cuda) == {"3", "5"}
+    proc = launch_cli(repo, env, tmp_path, "base2new", "--methods", "coop", "--jobs-per-gpu", "0")
+    assert proc.returncode == 2 and "--jobs-per-gpu must be at least 1" in proc.stderr
+
+
 # --- submitit -------------------------------------------------------------------------------------
 
 def test_slurm_executor_submits_one_array_with_only_the_given_settings(repo, env, tmp_path):
@@ -417,6 +429,15 @@ def test_submitit_local_executor_runs_the_sweep_as_the_local_executor_does(repo,
     launch_dir = Path(proc.stdout.splitlines()[0].split("logs in ")[1])
     assert "Submitted 4 jobs (local)" in proc.stdout and any((launch_dir / "submitit").iterdir())
     assert len([line for line in proc.stdout.splitlines() if line.startswith("[") and " ok " in line]) == 4
+    assert "Summary: 4 jobs (8 runs, 0 skipped as finished): 4 ok, 0 failed." in proc.stdout
+
+    # --jobs-per-gpu: several launcher jobs share one submitit job (and its GPU), each run once
+    proc = launch_cli(repo, env, tmp_path, *args, "--output", str(tmp_path / "bundled"),
+                      "--executor", "submitit-local", "--wait", "--jobs-per-gpu", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Submitted 2 jobs (local, 3 launcher jobs each)" in proc.stdout
+    bundled = recorded_calls(env)[len(local_calls) + 8:]
+    assert normalised(bundled, tmp_path / "bundled") == normalised(local_calls, tmp_path / "local")
     assert "Summary: 4 jobs (8 runs, 0 skipped as finished): 4 ok, 0 failed." in proc.stdout
 
     env["FAKE_FAIL"] = "test_new/eurosat/shots_16/MaPLe"

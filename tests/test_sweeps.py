@@ -388,7 +388,7 @@ def test_folder_map_matches_the_dataset_classes():
     (["cross", "maple"], "ERROR: unknown protocol 'cross' (valid: base2new openworld xd dg fewshot)"),
     (["xd", "MaPLe"], "ERROR: unknown method 'MaPLe' (valid: zsclip coop cocoop vpt language-prompting "
                       "independent-vlp maple bmip bloom promptsrc coprompt promptsrc-maple promptsrc-bmip "
-                      "promptsrc-bloom coprompt-bmip coprompt-bloom)"),
+                      "promptsrc-bloom coprompt-bmip coprompt-bloom linear-probe)"),
 ])
 def test_unknown_protocol_or_method_lists_the_valid_ones(repo, env, tmp_path, args, message):
     proc = run_script(repo, "sweep.sh", args, env, tmp_path)
@@ -544,3 +544,16 @@ def test_coop_base2new_and_openworld_sweeps_end_to_end(tmp_path, tiny_clip_path,
     metrics = json.loads((out / "base2new/test_all" / common / "results.json").read_text())["metrics"]
     base, new_acc = metrics["base_accuracy"], metrics["new_accuracy"]
     assert metrics["hm"] == pytest.approx(2 * base * new_acc / (base + new_acc) if base + new_acc else 0.0, abs=0.01)
+
+
+def test_linear_probe_sweeps_the_fewshot_protocol_only(repo, env, tmp_path):
+    env.update(SEEDS="1", DATASETS="eurosat", SHOTS_LIST="1 4")
+    proc = sweep(repo, env, tmp_path, "fewshot", "linear-probe")
+    assert proc.returncode == 0, proc.stderr
+    dirs = [opt(argv, "--output-dir") for argv, _ in recorded_calls(env)]
+    assert dirs == [f"output/fewshot/eurosat/shots_{k}/LinearProbeCLIP/vit_b16/seed1" for k in (1, 4)]
+    assert {opt(argv, "--trainer") for argv, _ in recorded_calls(env)} == {"LinearProbeCLIP"}
+    proc = sweep(repo, env, tmp_path, "base2new", "linear-probe")
+    assert proc.returncode == 1
+    assert "method linear-probe has no script scripts/linear-probe/base2new_" in proc.stderr
+    assert proc.stderr.strip().endswith("for protocol base2new")

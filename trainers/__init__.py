@@ -1,7 +1,7 @@
 """Prompt-learning trainers. Importing this package registers every trainer."""
 from dassl.engine import TRAINER_REGISTRY
 
-from . import bloom, bmip, cocoop, coop, ivlp, maple, zsclip  # noqa: F401  (registration side effect)
+from . import bloom, bmip, cocoop, coop, ivlp, linear_probe, maple, zsclip  # noqa: F401  (registration side effect)
 from . import coprompt, promptsrc  # noqa: F401,E402  (the regularizers)
 from .composition import register_compositions
 
