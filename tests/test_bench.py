@@ -102,7 +102,7 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--shape", "tiny", "--steps", "1", "--warmup", "1",
-         "--memory-steps", "1", "--train-classes", "10", "--eval-classes", "10", "100",
+         "--memory-steps", "1", "--train-classes", "10", "--eval-classes", "10", "60",
          "--eval-batches", "1", "--eval-batch", "4", "--json", str(out), "--trainers", *BENCHED],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -137,20 +137,20 @@ def test_tiny_benchmark_writes_the_documented_json(tmp_path):
     assert 1.0 < saved["bmip"] < 1.01 and 1.0 < saved["bloom"] < 1.01
     assert all(row["written_ratio"] > 0.99 for row in result["trainers"].values())
     for method, ratios in result["eval"].items():
-        assert set(ratios) == {"10", "100"} and all(r > 0 for r in ratios.values())
+        assert set(ratios) == {"10", "60"} and all(r > 0 for r in ratios.values())
         lower, upper = result["eval_detail"][method]["10"]["ratio_iqr"]
         assert lower <= ratios["10"] <= upper
-        detail = result["eval_detail"][method]["100"]
+        detail = result["eval_detail"][method]["60"]
         assert detail["images_per_s"] > 0 and detail["text_once_s"] >= 0
         # per test batch: the image encoder and one matrix product (text cached), except
         # BMIP's read-out and CoCoOp's per-image text
         limit = {"bmip": 1.05, "cocoop": float("inf")}.get(method, 1.001)
         assert 1.0 <= detail["flop_ratio"] < limit, (method, detail["flop_ratio"])
-    assert result["eval_detail"]["cocoop"]["100"]["flop_ratio"] > 5 * result["eval_detail"]["cocoop"]["10"]["flop_ratio"]
+    assert result["eval_detail"]["cocoop"]["60"]["flop_ratio"] > 4 * result["eval_detail"]["cocoop"]["10"]["flop_ratio"]
     # the frozen-feature cache: a test batch from cached features costs a small fraction of the
     # image encoder, with the very logits of the normal evaluation (methods whose images meet no prompt)
     for method in BENCHED:
-        detail = result["eval_detail"][method]["100"]
+        detail = result["eval_detail"][method]["60"]
         if method in ("zsclip", "coop", "language-prompting"):
             assert detail["cached_logits_identical"] is True and 0 < detail["cached_ratio"] < 0.1, (method, detail)
         else:

@@ -50,7 +50,8 @@ def main(args):
         sys.exit(1)
     status = json.loads(line)["status"]
     if status < 0:  # the run died of a signal: die of the same one
-        signal.signal(-status, signal.SIG_DFL)
+        if -status not in (signal.SIGKILL, signal.SIGSTOP):  # (those two cannot be caught anyway)
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     sys.exit(status)
 
