@@ -126,6 +126,10 @@ def setup_cfg(args):
                                  "command line") from None
     except Exception as err:
         raise ConfigError(f"command line: {str(err).splitlines()[0]}") from None
+    try:
+        trainers.apply_backbone_preprocessing(cfg)  # INPUT.* of an openclip: backbone (docs/BACKBONES.md)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME) if cfg.TRAINER.NAME in TRAINER_REGISTRY else None
     if hasattr(trainer_cls, "adjust_cfg"):  # trainer-specific settings (CoPrompt's per-dataset values)
         trainer_cls.adjust_cfg(cfg)

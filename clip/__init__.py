@@ -10,6 +10,7 @@ from .model import (CLIP, LayerHook, LayerNorm, ModifiedResNet, QuickGELU,
                     ResidualAttentionBlock, Transformer, VisionTransformer, build_model,
                     infer_clip_config)
 from .tokenizer import SimpleTokenizer, _Tokenizer, get_tokenizer, tokenize
+from . import openclip  # noqa: F401,E402  (``clip.openclip``: open_clip models)
 from . import simple_tokenizer  # noqa: F401,E402  (``clip.simple_tokenizer``, as in OpenAI's package)
 
 __all__ = [

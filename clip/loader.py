@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from . import openclip
 from .model import CLIP, build_model
 
 __all__ = ["available_models", "load", "download", "default_cache_dir", "make_preprocess",
@@ -171,8 +172,13 @@ def _convert_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def make_preprocess(resolution: int) -> Callable:
+def make_preprocess(resolution: int, mean: Tuple[float, ...] = CLIP_MEAN, std: Tuple[float, ...] = CLIP_STD,
+                    interpolation: str = "bicubic", resize_mode: str = "shortest") -> Callable:
     """CLIP's test-time image transform for a model with input size ``resolution``.
+
+    The defaults are OpenAI's preprocessing; open_clip models pass their own (``resize_mode``
+    ``shortest``: shorter side to ``resolution`` then centre crop; ``squash``: both sides to
+    ``resolution``, aspect ratio not kept).
 
     Built from ``dassl``'s torchvision-free PIL transforms (identical results to torchvision's
     ``Resize``/``CenterCrop``/``ToTensor``/``Normalize``; importing torchvision costs ~1.6 s).
@@ -182,19 +188,25 @@ def make_preprocess(resolution: int) -> Callable:
     from dassl.data.transforms.pil_transforms import (CenterCrop, Compose, InterpolationMode,
                                                       Normalize, Resize, ToTensor)
 
-    return Compose([
-        Resize(resolution, interpolation=InterpolationMode.BICUBIC),
-        CenterCrop(resolution),
-        _convert_to_rgb,
-        ToTensor(),
-        Normalize(CLIP_MEAN, CLIP_STD),
-    ])
+    modes = {mode.value: mode for mode in InterpolationMode}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation {interpolation!r} is not one of {sorted(modes)}")
+    if resize_mode == "shortest":
+        resize = [Resize(resolution, interpolation=modes[interpolation]), CenterCrop(resolution)]
+    elif resize_mode == "squash":
+        resize = [Resize((resolution, resolution), interpolation=modes[interpolation])]
+    else:
+        raise ValueError(f"resize_mode {resize_mode!r} is not supported (shortest, squash)")
+    return Compose(resize + [_convert_to_rgb, ToTensor(), Normalize(tuple(mean), tuple(std))])
 
 
 def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
-         download_root: Optional[str] = None, jit: bool = False) -> Tuple[CLIP, Callable]:
+         download_root: Optional[str] = None, jit: bool = False, pretrained: Optional[str] = None,
+         tag: Optional[str] = None) -> Tuple[CLIP, Callable]:
     """Load a CLIP model by name (OpenAI's, or ``mini-clip`` bundled in this repository) or from a
-    local checkpoint file.
+    local checkpoint file; or an open_clip model, ``openclip:<model>`` (an open_clip model name or a
+    config JSON path) with ``pretrained=<weights file>`` (see :mod:`clip.openclip`; ``tag`` names the
+    open_clip pretrained tag of the weights where the model's tags differ in preprocessing).
 
     ``jit`` exists only for call compatibility with OpenAI's ``clip.load``; the TorchScript model
     itself cannot take prompts or hooks, so only ``jit=False`` is accepted.
@@ -207,6 +219,16 @@ def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
         raise ValueError("clip.load(jit=True) is not supported: prompt learning needs the "
                          "Python model; use jit=False (weights of JIT archives load fine)")
     name_or_path = str(name_or_path)
+    if openclip.is_openclip_name(name_or_path):
+        if not pretrained:
+            raise ValueError(f"clip.load({name_or_path!r}) needs pretrained=<weights file> (open_clip's .bin, .pt or "
+                             f".safetensors; nothing is downloaded)")
+        model = openclip.build_openclip(name_or_path, pretrained, tag).to(device)
+        config = openclip.preprocess_config(name_or_path, tag)
+        return model, make_preprocess(model.image_resolution, config["mean"], config["std"],
+                                      config["interpolation"], config["resize_mode"])
+    if pretrained is not None or tag is not None:
+        raise ValueError(f"clip.load: pretrained= and tag= are for openclip:<model> names, not {name_or_path!r}")
     if name_or_path in MODEL_URLS:
         model_path = download(MODEL_URLS[name_or_path], download_root)
     elif name_or_path in BUNDLED_MODELS:

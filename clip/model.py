@@ -48,6 +48,11 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+# MLP activations of the CLIP families: OpenAI's weights were trained with QuickGELU, open_clip's
+# native models (LAION, DataComp) with the exact GELU.
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
 class SelfAttentionProjections(nn.Module):
     """Holds the fused q/k/v input projection and the output projection of a self-attention layer.
 
@@ -74,7 +79,7 @@ class ResidualAttentionBlock(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, causal: bool = False,
-                 act_layer: Callable[[], nn.Module] = QuickGELU):
+                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0):
         super().__init__()
         if d_model % n_head != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
@@ -84,10 +89,11 @@ class ResidualAttentionBlock(nn.Module):
         self.causal = causal
         self.attn = SelfAttentionProjections(d_model)
         self.ln_1 = LayerNorm(d_model)
+        mlp_width = int(d_model * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)),
+            ("c_fc", nn.Linear(d_model, mlp_width)),
             ("gelu", act_layer()),
-            ("c_proj", nn.Linear(d_model * 4, d_model)),
+            ("c_proj", nn.Linear(mlp_width, d_model)),
         ]))
         self.ln_2 = LayerNorm(d_model)
 
@@ -150,14 +156,14 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False,
-                 act_layer: Callable[[], nn.Module] = QuickGELU):
+                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0):
         super().__init__()
         self.width = width
         self.layers = layers
         self.heads = heads
         self.grad_checkpointing = False
         self.resblocks = nn.Sequential(*[
-            ResidualAttentionBlock(width, heads, causal=causal, act_layer=act_layer)
+            ResidualAttentionBlock(width, heads, causal=causal, act_layer=act_layer, mlp_ratio=mlp_ratio)
             for _ in range(layers)
         ])
 
@@ -188,7 +194,8 @@ class VisionTransformer(nn.Module):
     """OpenAI's ViT image encoder: patch embedding, class token, transformer, projected CLS."""
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
-                 heads: int, output_dim: int):
+                 heads: int, output_dim: int, act_layer: Callable[[], nn.Module] = QuickGELU,
+                 mlp_ratio: float = 4.0):
         super().__init__()
         if input_resolution % patch_size != 0:
             raise ValueError(f"input_resolution={input_resolution} is not a multiple of "
@@ -203,7 +210,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(self.num_patches + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, act_layer=act_layer, mlp_ratio=mlp_ratio)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -351,8 +358,17 @@ class CLIP(nn.Module):
     def __init__(self, embed_dim: int, image_resolution: int,
                  vision_layers: Union[Tuple[int, int, int, int], int], vision_width: int,
                  vision_patch_size: Optional[int], context_length: int, vocab_size: int,
-                 transformer_width: int, transformer_heads: int, transformer_layers: int):
+                 transformer_width: int, transformer_heads: int, transformer_layers: int,
+                 vision_heads: Optional[int] = None, activation: str = "quick_gelu",
+                 vision_mlp_ratio: float = 4.0, text_mlp_ratio: float = 4.0):
+        """OpenAI's constructor arguments, plus what other CLIP families vary (defaults = OpenAI's):
+        ``vision_heads`` (default ``vision_width // 64``), ``activation`` of the MLPs
+        (``quick_gelu`` or ``gelu``, see :data:`ACTIVATIONS`) and the MLP width ratios."""
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
+        act_layer = ACTIVATIONS[activation]
+        self.activation = activation
         self.embed_dim = embed_dim
         self.image_resolution = image_resolution
         self.vision_width = vision_width
@@ -364,15 +380,15 @@ class CLIP(nn.Module):
         if self.is_vit:
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size,
-                width=vision_width, layers=vision_layers, heads=vision_width // 64,
-                output_dim=embed_dim)
+                width=vision_width, layers=vision_layers, heads=vision_heads or vision_width // 64,
+                output_dim=embed_dim, act_layer=act_layer, mlp_ratio=vision_mlp_ratio)
         else:
             self.visual = ModifiedResNet(
                 layers=vision_layers, output_dim=embed_dim, heads=vision_width * 32 // 64,
                 input_resolution=image_resolution, width=vision_width)
 
         self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads,
-                                       causal=True)
+                                       causal=True, act_layer=act_layer, mlp_ratio=text_mlp_ratio)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)

@@ -27,8 +27,9 @@ SPECS = sorted(p.stem for p in (REPO / "configs" / "ablations").glob("*.yaml"))
 
 
 def test_the_papers_studies_are_shipped():
-    assert SPECS == ["bloom_depth", "bloom_direction", "bloom_dm", "bloom_fusion", "bloom_interval", "bloom_length",
-                     "bloom_shots", "bmip_depth", "bmip_length", "bmip_table5", "fewshot_curves"]
+    assert SPECS == ["bloom_depth", "bloom_depth_mini", "bloom_direction", "bloom_dm", "bloom_fusion", "bloom_interval",
+                     "bloom_interval_mini", "bloom_length", "bloom_shots", "bmip_depth", "bmip_depth_mini", "bmip_length",
+                     "bmip_table5", "fewshot_curves"]
     grids = {name: [v.label for v in ablate.load_spec(name).variants] for name in SPECS}
     assert grids["bmip_table5"] == ["IVLP", "CoCoOp", "MaPLe", "MaPLe-dagger", "Addition", "Attention", "Joint", "BMIP"]
     assert grids["bloom_fusion"] == ["gate", "add", "concat", "routing"]
@@ -38,6 +39,12 @@ def test_the_papers_studies_are_shipped():
     assert grids["bloom_depth"] == ["1", "2", "5", "8", "12"]
     assert grids["bloom_length"] == ["1", "2", "4", "6", "8"]
     assert grids["bloom_shots"] == ["1", "4", "8", "16", "32"]
+    # the 4-layer mini CLIP's versions of the depth and interval studies (docs/RESULTS.md)
+    assert grids["bloom_depth_mini"] == grids["bmip_depth_mini"] == ["1", "2", "3", "4"]
+    assert grids["bloom_interval_mini"] == ["[0,2)", "[1,3)", "[2,4)", "[1,4)", "[0,4)"]
+    for name in ("bloom_depth_mini", "bloom_interval_mini", "bmip_depth_mini"):
+        spec = ablate.load_spec(name)
+        assert (spec.cfg, spec.datasets, spec.seeds) == ("mini_clip", ["minishapes"], [1, 2, 3])
     assert [v.method for v in ablate.load_spec("fewshot_curves").variants] == [
         "zsclip", "linear-probe", "coop", "cocoop", "maple", "bmip", "bloom", "promptsrc"]
     assert ablate.load_spec("fewshot_curves").shots == [1, 2, 4, 8, 16]

@@ -282,15 +282,21 @@ def _layout(keys, state_dict):
 _TOKEN_EMBEDDINGS = {}
 
 
-def load_token_embedding(backbone):
+def load_token_embedding(backbone, weights=None):
     """CLIP's token-embedding matrix (vocab, D), fp32, of ``backbone`` (resolved as ``clip.load``
-    does: an OpenAI name, downloaded once; ``mini-clip``; a file). Only the weights are read, no
-    model is built; kept per backbone for the process."""
+    does: an OpenAI name, downloaded once; ``mini-clip``; a file; ``openclip:<model>`` with its
+    ``weights`` file). Only the weights are read, no model is built; kept per backbone for the process."""
     from clip.loader import BUNDLED_MODELS, MODEL_URLS
 
     if backbone not in _TOKEN_EMBEDDINGS:
         try:
-            if backbone in MODEL_URLS:
+            if clip.openclip.is_openclip_name(backbone):
+                if not weights:
+                    raise RuntimeError("an openclip: backbone needs its weights file (MODEL.BACKBONE.WEIGHTS of "
+                                       "the run, or --weights)")
+                state = clip.openclip.read_weights(weights)
+                path = None
+            elif backbone in MODEL_URLS:
                 path = clip.download(MODEL_URLS[backbone])
             elif backbone in BUNDLED_MODELS:
                 path = BUNDLED_MODELS[backbone]
@@ -299,7 +305,8 @@ def load_token_embedding(backbone):
             else:
                 raise RuntimeError(f"neither a known model name ({', '.join(clip.available_models())}) "
                                    "nor an existing file")
-            state = clip.read_state_dict(path)
+            if path is not None:
+                state = clip.read_state_dict(path)
         except (RuntimeError, OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InterpretError(f"cannot load CLIP backbone {backbone!r}: {first}") from None
@@ -317,7 +324,7 @@ def nearest_tokens(vectors, token_embedding, topk):
     return values, ids
 
 
-def interpret(source, topk=5, backbone=None, epoch=None):
+def interpret(source, topk=5, backbone=None, epoch=None, weights=None):
     """The nearest tokens of every learned text prompt of ``source`` (run dir or checkpoint file),
     as the JSON-ready dict :func:`main` writes."""
     if topk < 1:
@@ -350,7 +357,7 @@ def interpret(source, topk=5, backbone=None, epoch=None):
     if not name:
         raise InterpretError(f"{checkpoint}: the run's backbone is not recorded (no training config in the "
                              "checkpoint, no results.json or log.txt beside it): pass --backbone")
-    embedding = load_token_embedding(str(name))
+    embedding = load_token_embedding(str(name), weights or config.get("MODEL.BACKBONE.WEIGHTS"))
     tokenizer = clip.get_tokenizer()
     width = embedding.shape[1]
     result = {
@@ -418,9 +425,12 @@ def main(argv=None):
     parser.add_argument("--backbone",
                         help="CLIP whose token embeddings to use (default: the run's MODEL.BACKBONE.NAME)")
     parser.add_argument("--epoch", type=int, help="read model.pth.tar-EPOCH of a run dir")
+    parser.add_argument("--weights", help="weights file of an openclip: backbone (default: the run's "
+                                          "MODEL.BACKBONE.WEIGHTS)")
     args = parser.parse_args(argv)
     try:
-        result = interpret(args.source, topk=args.topk, backbone=args.backbone, epoch=args.epoch)
+        result = interpret(args.source, topk=args.topk, backbone=args.backbone, epoch=args.epoch,
+                           weights=args.weights)
         print(format_result(result))
         if args.json:
             folder = os.path.dirname(os.path.abspath(args.json))

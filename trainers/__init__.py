@@ -3,6 +3,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from . import bloom, bmip, cocoop, coop, ivlp, linear_probe, maple, zsclip  # noqa: F401  (registration side effect)
 from . import coprompt, promptsrc  # noqa: F401,E402  (the regularizers)
+from .base import apply_backbone_preprocessing  # noqa: F401  (train.py: INPUT of openclip: backbones)
 from .composition import register_compositions
 
 # <Regularizer>_<Base> for every regularizer and every prompting base registered above

@@ -85,11 +85,20 @@ def logits_of(output):
 
 
 def load_clip_model(cfg):
-    """Load the CLIP named by ``MODEL.BACKBONE.NAME`` (OpenAI name or a local file)
-    in fp32 on the CPU, and check ``INPUT.SIZE`` against its resolution."""
+    """Load the CLIP named by ``MODEL.BACKBONE.NAME`` (OpenAI name, local file, or ``openclip:<model>``
+    with ``MODEL.BACKBONE.WEIGHTS``) in fp32 on the CPU, and check ``INPUT.SIZE`` against its resolution."""
     name = cfg.MODEL.BACKBONE.NAME
     print(f"Loading CLIP (backbone: {name})")
-    model, _ = clip.load(name, device="cpu")
+    if clip.openclip.is_openclip_name(name):
+        if not cfg.MODEL.BACKBONE.WEIGHTS:
+            raise ValueError(f"MODEL.BACKBONE.NAME {name} needs MODEL.BACKBONE.WEIGHTS <file> (open_clip's .bin, .pt "
+                             f"or .safetensors state dict; docs/BACKBONES.md)")
+        model = clip.openclip.build_openclip(name, cfg.MODEL.BACKBONE.WEIGHTS, cfg.MODEL.BACKBONE.TAG or None)
+    else:
+        if cfg.MODEL.BACKBONE.WEIGHTS:
+            raise ValueError(f"MODEL.BACKBONE.WEIGHTS is for openclip:<model> backbones; MODEL.BACKBONE.NAME {name} "
+                             f"names its weights itself")
+        model, _ = clip.load(name, device="cpu")
     res = model.image_resolution
     size = tuple(cfg.INPUT.SIZE)
     if size != (res, res):
@@ -98,6 +107,40 @@ def load_clip_model(cfg):
             f"({res}x{res}); set INPUT.SIZE ({res}, {res})"
         )
     return model
+
+
+def apply_backbone_preprocessing(cfg):
+    """Give ``INPUT`` the preprocessing of an ``openclip:`` backbone (its open_clip configuration).
+
+    ``INPUT.SIZE``, ``PIXEL_MEAN``, ``PIXEL_STD`` and ``INTERPOLATION`` that still hold Dassl's defaults
+    or OpenAI CLIP's preprocessing (what every shipped method config writes) take the backbone's
+    values; any other value was chosen for this run and is kept. Returns the changes made, as
+    ``{key: (old, new)}``. OpenAI backbones are left alone."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if not clip.openclip.is_openclip_name(name):
+        return {}
+    wanted = clip.openclip.preprocess_config(name, cfg.MODEL.BACKBONE.TAG or None)
+    if wanted["resize_mode"] != "shortest":
+        raise ValueError(f"MODEL.BACKBONE.NAME {name}: resize mode {wanted['resize_mode']!r} of its open_clip "
+                         f"preprocessing is not supported by the data pipeline (shorter side + centre crop)")
+    openai = clip.openclip.OPENAI_PREPROCESS
+    inherited = {
+        "SIZE": ((224, 224),), "PIXEL_MEAN": ((0.485, 0.456, 0.406), tuple(openai["mean"])),
+        "PIXEL_STD": ((0.229, 0.224, 0.225), tuple(openai["std"])), "INTERPOLATION": ("bilinear", "bicubic"),
+    }
+    target = {"SIZE": (wanted["size"], wanted["size"]), "PIXEL_MEAN": tuple(wanted["mean"]),
+              "PIXEL_STD": tuple(wanted["std"]), "INTERPOLATION": wanted["interpolation"]}
+    changes = {}
+    for key, value in target.items():
+        current = cfg.INPUT[key]
+        current_cmp = tuple(float(v) for v in current) if isinstance(current, (list, tuple)) else current
+        inherited_cmp = [tuple(float(v) for v in option) if isinstance(option, tuple) else option
+                         for option in inherited[key]]
+        if current_cmp in inherited_cmp and current_cmp != value:
+            new = type(current)(value) if isinstance(current, (list, tuple)) else value
+            changes[key] = (current, new)
+            cfg.INPUT[key] = new
+    return changes
 
 
 def tokenize_prompts(texts):

@@ -129,9 +129,14 @@ _C.MODEL = CN()
 # Weights to initialise the whole model from ("" = none).
 _C.MODEL.INIT_WEIGHTS = ""
 _C.MODEL.BACKBONE = CN()
-# For CLIP trainers: an OpenAI model name (RN50, ViT-B/16, ...) or a path to a checkpoint file.
+# For CLIP trainers: an OpenAI model name (RN50, ViT-B/16, ...), a path to a checkpoint file, or
+# openclip:<open_clip model name or config JSON> (docs/BACKBONES.md).
 _C.MODEL.BACKBONE.NAME = ""
 _C.MODEL.BACKBONE.PRETRAINED = True
+# openclip: backbones: the weights file (open_clip's .bin / .pt / .safetensors state dict), and the
+# open_clip pretrained tag it was released under where the model's tags differ in preprocessing.
+_C.MODEL.BACKBONE.WEIGHTS = ""
+_C.MODEL.BACKBONE.TAG = ""
 # Optional embedding head between backbone and classifier ("" = none).
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""
