@@ -40,7 +40,8 @@ Prints a markdown table; ``--json`` writes::
     {"trainers": {NAME: {"step_s", "floor_s", "ratio", "peak_mem_mb", "ckpt_mb", ...}},
      "eval": {NAME: {"100": ratio, "1000": ratio}}, "eval_detail": {...}, "setup": {...}}
 
-Usage: python benchmarks/bench.py [--shape vit_b16|tiny] [--batch 4] [--trainers coop maple ...]
+Usage: python benchmarks/bench.py [--shape vit_b16|tiny|openclip_vit_b16|siglip_vit_b16|siglip_tiny] [--batch 4]
+       [--trainers coop maple ...]
        [--device cpu|cuda] [--prec fp32|bf16|amp|fp16] [--json out.json]
 """
 import argparse
@@ -80,6 +81,46 @@ SHAPES = {
                  vision_patch_size=8, context_length=77, vocab_size=49408,
                  transformer_width=64, transformer_heads=1, transformer_layers=12),
 }
+
+# Other CLIP families at the same scale: open_clip's architecture (its config, through clip.openclip)
+# with random weights. siglip_tiny is the SigLIP counterpart of tiny.
+OPENCLIP_SHAPES = {
+    "openclip_vit_b16": ("ViT-B-16", {}),
+    "siglip_vit_b16": ("ViT-B-16-SigLIP", {}),
+    "siglip_tiny": ("ViT-B-16-SigLIP", dict(embed_dim=64, image_resolution=32, vision_layers=12, vision_width=64,
+                                            vision_patch_size=8, vision_heads=1, context_length=32,
+                                            transformer_width=64, transformer_heads=1, transformer_layers=12)),
+}
+
+
+def shape_arguments(shape_name):
+    """The :class:`CLIP` constructor arguments of a benchmark shape."""
+    if shape_name in SHAPES:
+        return SHAPES[shape_name]
+    from clip import openclip
+
+    model, overrides = OPENCLIP_SHAPES[shape_name]
+    return dict(openclip.clip_arguments(*openclip.read_config(model)), **overrides)
+
+
+class SyntheticTokenizer:
+    """Stands in for a Hugging Face tokenizer (SigLIP's) the benchmark cannot download: OpenAI's BPE
+    ids without the start token, folded into the model's vocabulary, padded to the context length.
+    The sequences have the real length and pooling, which is all the timings depend on."""
+
+    prefix_length = 0
+
+    def __init__(self, context_length, vocab_size):
+        from clip.tokenizer import BPETextTokenizer
+
+        self.bpe, self.context_length, self.vocab_size = BPETextTokenizer(context_length + 1), context_length, vocab_size
+
+    def tokenize(self, texts):
+        return self.bpe.tokenize(texts)[:, 1:] % self.vocab_size
+
+    def encode(self, text):
+        return [i % self.vocab_size for i in self.bpe.encode(text)]
+
 
 # Method (the scripts' name) -> trainer and the config its base-to-novel script trains with.
 METHODS = {
@@ -190,7 +231,7 @@ def build_cfg(method, shape_name, batch, prec, device, opts=()):
 
     trainer_name, config = METHODS[method]
     node = TRAINER_REGISTRY.get(trainer_name).CFG_NODE
-    res = SHAPES[shape_name]["image_resolution"]
+    res = shape_arguments(shape_name)["image_resolution"]
     if node == "CoPrompt":  # its class descriptions, for the benchmark's synthetic class names
         opts = ("TRAINER.CoPrompt.DESCRIPTIONS", synthetic_descriptions(), *opts)
     args = train.build_parser().parse_args([
@@ -252,7 +293,10 @@ def synthetic_descriptions(n_classes=1000, per_class=50):
 def make_clip(shape_name, device):
     """A frozen CLIP of ``shape_name`` with random weights (fp32)."""
     torch.manual_seed(0)
-    model = CLIP(**SHAPES[shape_name]).to(device).eval()
+    arguments = shape_arguments(shape_name)
+    model = CLIP(**arguments).to(device).eval()
+    if not arguments.get("text_causal", True):  # SigLIP's text: its tokenizer's layout, synthetic ids
+        model.tokenizer = SyntheticTokenizer(arguments["context_length"], arguments["vocab_size"])
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -647,7 +691,7 @@ def markdown_table(results, methods):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="vit_b16",
+    parser.add_argument("--shape", choices=sorted(SHAPES) + sorted(OPENCLIP_SHAPES), default="vit_b16",
                         help="backbone shape, random weights (default: vit_b16)")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (default: 4)")
     parser.add_argument("--trainers", nargs="+", default=["all"], metavar="METHOD",

@@ -202,11 +202,12 @@ def make_preprocess(resolution: int, mean: Tuple[float, ...] = CLIP_MEAN, std: T
 
 def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
          download_root: Optional[str] = None, jit: bool = False, pretrained: Optional[str] = None,
-         tag: Optional[str] = None) -> Tuple[CLIP, Callable]:
+         tag: Optional[str] = None, tokenizer: Optional[str] = None) -> Tuple[CLIP, Callable]:
     """Load a CLIP model by name (OpenAI's, or ``mini-clip`` bundled in this repository) or from a
     local checkpoint file; or an open_clip model, ``openclip:<model>`` (an open_clip model name or a
     config JSON path) with ``pretrained=<weights file>`` (see :mod:`clip.openclip`; ``tag`` names the
-    open_clip pretrained tag of the weights where the model's tags differ in preprocessing).
+    open_clip pretrained tag of the weights where the model's tags differ in preprocessing; ``tokenizer``
+    the local folder of a Hugging Face tokenizer, for SigLIP).
 
     ``jit`` exists only for call compatibility with OpenAI's ``clip.load``; the TorchScript model
     itself cannot take prompts or hooks, so only ``jit=False`` is accepted.
@@ -223,12 +224,13 @@ def load(name_or_path: str, device: Union[str, torch.device] = "cpu",
         if not pretrained:
             raise ValueError(f"clip.load({name_or_path!r}) needs pretrained=<weights file> (open_clip's .bin, .pt or "
                              f".safetensors; nothing is downloaded)")
-        model = openclip.build_openclip(name_or_path, pretrained, tag).to(device)
+        model = openclip.build_openclip(name_or_path, pretrained, tag, tokenizer).to(device)
         config = openclip.preprocess_config(name_or_path, tag)
         return model, make_preprocess(model.image_resolution, config["mean"], config["std"],
                                       config["interpolation"], config["resize_mode"])
-    if pretrained is not None or tag is not None:
-        raise ValueError(f"clip.load: pretrained= and tag= are for openclip:<model> names, not {name_or_path!r}")
+    if pretrained is not None or tag is not None or tokenizer is not None:
+        raise ValueError(f"clip.load: pretrained=, tag= and tokenizer= are for openclip:<model> names, not "
+                         f"{name_or_path!r}")
     if name_or_path in MODEL_URLS:
         model_path = download(MODEL_URLS[name_or_path], download_root)
     elif name_or_path in BUNDLED_MODELS:

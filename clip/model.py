@@ -50,7 +50,12 @@ class QuickGELU(nn.Module):
 
 # MLP activations of the CLIP families: OpenAI's weights were trained with QuickGELU, open_clip's
 # native models (LAION, DataComp) with the exact GELU.
-ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+# SigLIP 2's towers use the tanh approximation of GELU.
+def _gelu_tanh() -> nn.Module:
+    return nn.GELU(approximate="tanh")
+
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU, "gelu_tanh": _gelu_tanh}
 
 
 class SelfAttentionProjections(nn.Module):
@@ -79,7 +84,8 @@ class ResidualAttentionBlock(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, causal: bool = False,
-                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0):
+                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0,
+                 norm_eps: float = 1e-5):
         super().__init__()
         if d_model % n_head != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
@@ -88,14 +94,14 @@ class ResidualAttentionBlock(nn.Module):
         self.head_dim = d_model // n_head
         self.causal = causal
         self.attn = SelfAttentionProjections(d_model)
-        self.ln_1 = LayerNorm(d_model)
+        self.ln_1 = LayerNorm(d_model, eps=norm_eps)
         mlp_width = int(d_model * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(d_model, mlp_width)),
             ("gelu", act_layer()),
             ("c_proj", nn.Linear(mlp_width, d_model)),
         ]))
-        self.ln_2 = LayerNorm(d_model)
+        self.ln_2 = LayerNorm(d_model, eps=norm_eps)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``ln_1`` and the fused input projection to ``x`` (N, L, D): ``(N, L, 3 * D)``.
@@ -156,14 +162,16 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False,
-                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0):
+                 act_layer: Callable[[], nn.Module] = QuickGELU, mlp_ratio: float = 4.0,
+                 norm_eps: float = 1e-5):
         super().__init__()
         self.width = width
         self.layers = layers
         self.heads = heads
         self.grad_checkpointing = False
         self.resblocks = nn.Sequential(*[
-            ResidualAttentionBlock(width, heads, causal=causal, act_layer=act_layer, mlp_ratio=mlp_ratio)
+            ResidualAttentionBlock(width, heads, causal=causal, act_layer=act_layer, mlp_ratio=mlp_ratio,
+                                   norm_eps=norm_eps)
             for _ in range(layers)
         ])
 
@@ -190,43 +198,93 @@ def _check_image_size(image: torch.Tensor, resolution: int) -> None:
                          f"got {height}x{width} (input shape {tuple(image.shape)})")
 
 
+class AttentionPoolHead(nn.Module):
+    """Attention pooling with one learned query (SigLIP's "MAP" head), then an MLP residual.
+
+    Parameter names follow timm's ``AttentionPoolLatent`` (``latent``, ``q``, ``kv``, ``proj``,
+    ``norm``, ``mlp.fc1``, ``mlp.fc2``). Input ``(N, L, width)``, output ``(N, width)``.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0,
+                 act_layer: Callable[[], nn.Module] = nn.GELU, norm_eps: float = 1e-6):
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.latent = nn.Parameter(width ** -0.5 * torch.randn(1, 1, width))
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm = LayerNorm(width, eps=norm_eps)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("fc1", nn.Linear(width, hidden)), ("act", act_layer()), ("fc2", nn.Linear(hidden, width))]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q = self.q(self.latent.to(x.dtype)).view(1, 1, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(x).view(batch, length, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        pooled = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k, v)
+        pooled = self.proj(pooled.transpose(1, 2).reshape(batch, 1, width))
+        pooled = pooled + self.mlp(self.norm(pooled))
+        return pooled[:, 0]
+
+
 class VisionTransformer(nn.Module):
-    """OpenAI's ViT image encoder: patch embedding, class token, transformer, projected CLS."""
+    """ViT image encoder: patch embedding, class token, transformer, projected CLS (OpenAI's).
+
+    The options other CLIP families need (defaults = OpenAI's): no class token (``class_token``
+    False: the positional embedding covers the patches only), a bias in the patch embedding, no
+    ``ln_pre``, pooling by the class token (``pool="token"``: ``ln_post(x[:, 0])``) or by an
+    :class:`AttentionPoolHead` over the normalised image tokens (``pool="map"``, SigLIP), and no
+    output projection (``proj`` None). ``num_prefix_tokens`` is 1 with a class token, else 0.
+    """
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
                  heads: int, output_dim: int, act_layer: Callable[[], nn.Module] = QuickGELU,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, norm_eps: float = 1e-5, class_token: bool = True,
+                 patch_bias: bool = False, ln_pre: bool = True, pool: str = "token", proj: bool = True):
         super().__init__()
         if input_resolution % patch_size != 0:
             raise ValueError(f"input_resolution={input_resolution} is not a multiple of "
                              f"patch_size={patch_size}")
+        if pool not in ("token", "map") or (pool == "token" and not class_token):
+            raise ValueError(f"vision pooling {pool!r} is not one of 'token' (needs a class token), 'map'")
         self.input_resolution = input_resolution
         self.patch_size = patch_size
         self.width = width
-        self.output_dim = output_dim
+        self.output_dim = output_dim if proj else width
         self.num_patches = (input_resolution // patch_size) ** 2
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.pool = pool
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=patch_bias)
         scale = width ** -0.5
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(self.num_patches + 1, width))
-        self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads, act_layer=act_layer, mlp_ratio=mlp_ratio)
-        self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        if class_token:
+            self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.num_patches + self.num_prefix_tokens,
+                                                                     width))
+        self.ln_pre = LayerNorm(width, eps=norm_eps) if ln_pre else nn.Identity()
+        self.transformer = Transformer(width, layers, heads, act_layer=act_layer, mlp_ratio=mlp_ratio,
+                                       norm_eps=norm_eps)
+        self.ln_post = LayerNorm(width, eps=norm_eps)
+        if pool == "map":
+            self.attn_pool = AttentionPoolHead(width, heads, mlp_ratio, act_layer, norm_eps)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim)) if proj else None
 
     def forward(self, x: torch.Tensor, prompts: Optional[torch.Tensor] = None,
                 hook: Optional[LayerHook] = None) -> torch.Tensor:
         """Encode images ``x`` (N, 3, R, R) to ``(N, output_dim)``.
 
         ``prompts`` of shape (P, width) (shared) or (N, P, width) (per image) are appended after
-        ``[CLS, patches]`` once the positional embedding is added, before ``ln_pre``; so the
-        sequence entering the transformer has ``1 + num_patches + P`` tokens.
+        ``[CLS, patches]`` (``[patches]`` without a class token) once the positional embedding is
+        added, before ``ln_pre``. The pooled feature reads only the image's own tokens: the class
+        token, or (attention pooling) the class token and patches; prompts act through the blocks.
         """
         _check_image_size(x, self.input_resolution)
         x = self.conv1(x.to(self.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        if self.num_prefix_tokens:
+            cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1)
+        x = x + self.positional_embedding.to(x.dtype)
         if prompts is not None:
             if prompts.dim() == 2:
                 prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
@@ -236,7 +294,11 @@ class VisionTransformer(nn.Module):
             x = torch.cat([x, prompts.to(x.dtype)], dim=1)
         x = self.ln_pre(x)
         x = self.transformer(x, hook)
-        return self.ln_post(x[:, 0, :]) @ self.proj
+        if self.pool == "token":
+            pooled = self.ln_post(x[:, 0, :])
+        else:
+            pooled = self.attn_pool(self.ln_post(x[:, :self.num_prefix_tokens + self.num_patches]))
+        return pooled if self.proj is None else pooled @ self.proj
 
 
 class Bottleneck(nn.Module):
@@ -360,15 +422,33 @@ class CLIP(nn.Module):
                  vision_patch_size: Optional[int], context_length: int, vocab_size: int,
                  transformer_width: int, transformer_heads: int, transformer_layers: int,
                  vision_heads: Optional[int] = None, activation: str = "quick_gelu",
-                 vision_mlp_ratio: float = 4.0, text_mlp_ratio: float = 4.0):
+                 vision_mlp_ratio: float = 4.0, text_mlp_ratio: float = 4.0,
+                 vision_activation: Optional[str] = None, vision_norm_eps: float = 1e-5,
+                 text_norm_eps: float = 1e-5, vision_class_token: bool = True, vision_patch_bias: bool = False,
+                 vision_ln_pre: bool = True, vision_pool: str = "token", vision_proj: bool = True,
+                 text_causal: bool = True, text_pool: str = "argmax", text_proj_bias: bool = False,
+                 logit_bias: Optional[float] = None):
         """OpenAI's constructor arguments, plus what other CLIP families vary (defaults = OpenAI's):
         ``vision_heads`` (default ``vision_width // 64``), ``activation`` of the MLPs
-        (``quick_gelu`` or ``gelu``, see :data:`ACTIVATIONS`) and the MLP width ratios."""
+        (``quick_gelu``, ``gelu`` or ``gelu_tanh``, see :data:`ACTIVATIONS`; ``vision_activation``
+        when the image tower differs), the MLP width ratios and LayerNorm epsilons, the image
+        tower's options (see :class:`VisionTransformer`), a text tower without causal mask pooled at
+        the last position (``text_causal`` False, ``text_pool="last"``; default: causal, pooled at
+        the end-of-text token, the highest id), a bias in the text projection, and a learned logit
+        bias (SigLIP; ``logit_bias`` is its initial value, None: none)."""
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
+        for name in (activation, vision_activation or activation):
+            if name not in ACTIVATIONS:
+                raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}")
+        if text_pool not in ("argmax", "last"):
+            raise ValueError(f"text pooling {text_pool!r} is not one of 'argmax', 'last'")
+        if not vision_proj and vision_width != embed_dim:
+            raise ValueError(f"an image tower without projection needs vision_width == embed_dim, got "
+                             f"{vision_width} and {embed_dim}")
         act_layer = ACTIVATIONS[activation]
         self.activation = activation
+        self.vision_activation = vision_activation or activation
+        self.text_causal, self.text_pool = text_causal, text_pool
         self.embed_dim = embed_dim
         self.image_resolution = image_resolution
         self.vision_width = vision_width
@@ -381,19 +461,25 @@ class CLIP(nn.Module):
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size,
                 width=vision_width, layers=vision_layers, heads=vision_heads or vision_width // 64,
-                output_dim=embed_dim, act_layer=act_layer, mlp_ratio=vision_mlp_ratio)
+                output_dim=embed_dim, act_layer=ACTIVATIONS[self.vision_activation], mlp_ratio=vision_mlp_ratio,
+                norm_eps=vision_norm_eps, class_token=vision_class_token, patch_bias=vision_patch_bias,
+                ln_pre=vision_ln_pre, pool=vision_pool, proj=vision_proj)
         else:
             self.visual = ModifiedResNet(
                 layers=vision_layers, output_dim=embed_dim, heads=vision_width * 32 // 64,
                 input_resolution=image_resolution, width=vision_width)
 
         self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads,
-                                       causal=True, act_layer=act_layer, mlp_ratio=text_mlp_ratio)
+                                       causal=text_causal, act_layer=act_layer, mlp_ratio=text_mlp_ratio,
+                                       norm_eps=text_norm_eps)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
-        self.ln_final = LayerNorm(transformer_width)
+        self.ln_final = LayerNorm(transformer_width, eps=text_norm_eps)
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.text_projection_bias = nn.Parameter(torch.zeros(embed_dim)) if text_proj_bias else None
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias))) if logit_bias is not None else None
+        self.tokenizer = None  # set by the loader when the text is not OpenAI's BPE (see text_tokenizer)
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -445,9 +531,32 @@ class CLIP(nn.Module):
             return self.visual(image.to(self.dtype))
         return self.visual(image.to(self.dtype), prompts, hook)
 
+    @property
+    def text_tokenizer(self):
+        """This model's tokenizer (see :mod:`clip.tokenizer`): OpenAI's BPE unless the loader set
+        another (``model.tokenizer``), with the model's context length."""
+        if self.tokenizer is None:
+            from .tokenizer import BPETextTokenizer
+            self.tokenizer = BPETextTokenizer(self.context_length)
+        return self.tokenizer
+
+    def pool_indices(self, text: torch.Tensor) -> torch.Tensor:
+        """The position of every row of token ids ``text`` (N, L) whose final state is the text
+        feature: the end-of-text token (the highest id) or, for ``text_pool="last"``, L - 1."""
+        if self.text_pool == "last":
+            return torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
+        return text.argmax(dim=-1)
+
+    def text_length_needed(self, text: torch.Tensor) -> int:
+        """How many leading positions of ``text`` determine its features: up to the last pooled
+        position under a causal mask (later positions are never seen), all of them otherwise."""
+        if self.text_causal:
+            return int(self.pool_indices(text).max()) + 1
+        return text.shape[1]
+
     def encode_text(self, text: torch.Tensor, hook: Optional[LayerHook] = None) -> torch.Tensor:
-        """Text features ``(N, embed_dim)`` for token ids ``text`` (N, L) from :func:`tokenize`."""
-        return self.encode_text_embeddings(self.token_embedding(text), text.argmax(dim=-1), hook)
+        """Text features ``(N, embed_dim)`` for token ids ``text`` (N, L) from the model's tokenizer."""
+        return self.encode_text_embeddings(self.token_embedding(text), self.pool_indices(text), hook)
 
     def encode_text_embeddings(self, x: torch.Tensor, eot_indices: torch.Tensor,
                                hook: Optional[LayerHook] = None) -> torch.Tensor:
@@ -463,7 +572,10 @@ class CLIP(nn.Module):
         x = x.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x, hook))
         rows = torch.arange(x.shape[0], device=x.device)
-        return x[rows, eot_indices.to(x.device)] @ self.text_projection.to(x.dtype)
+        features = x[rows, eot_indices.to(x.device)] @ self.text_projection.to(x.dtype)
+        if self.text_projection_bias is not None:
+            features = features + self.text_projection_bias.to(x.dtype)
+        return features
 
     def forward(self, image: torch.Tensor,
                 text: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -471,6 +583,8 @@ class CLIP(nn.Module):
         image_features = F.normalize(self.encode_image(image), dim=-1)
         text_features = F.normalize(self.encode_text(text), dim=-1)
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.t()
 
 

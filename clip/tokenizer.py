@@ -12,7 +12,7 @@ from typing import List, Union
 
 import torch
 
-__all__ = ["SimpleTokenizer", "_Tokenizer", "tokenize", "get_tokenizer"]
+__all__ = ["SimpleTokenizer", "_Tokenizer", "tokenize", "get_tokenizer", "BPETextTokenizer", "HFTextTokenizer"]
 
 
 def load_open_clip_module(name):
@@ -93,3 +93,81 @@ def tokenize(texts: Union[str, List[str]], context_length: int = 77,
             tokens[-1] = eot
         result[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
     return result
+
+
+class BPETextTokenizer:
+    """OpenAI's BPE as a model's tokenizer: what the prompt learners ask of any CLIP's text side.
+
+    ``tokenize(texts)`` -> ``(N, context_length)`` ids, ``encode(text)`` the ids of a text without
+    special tokens, ``decode(ids)``, and ``prefix_length``: how many special tokens precede the first
+    word (1: the start token), i.e. where learnable context goes.
+    """
+
+    prefix_length = 1
+
+    def __init__(self, context_length: int = 77):
+        self.context_length = context_length
+
+    def tokenize(self, texts: Union[str, List[str]]) -> torch.LongTensor:
+        return tokenize(texts, context_length=self.context_length)
+
+    def encode(self, text: str) -> List[int]:
+        return get_tokenizer().encode(text)
+
+    def decode(self, ids) -> str:
+        return get_tokenizer().decode(list(ids))
+
+    def token_string(self, token_id: int) -> str:
+        """The vocabulary entry of one id (BPE's, with ``</w>`` marking a word end)."""
+        return get_tokenizer().decoder[int(token_id)]
+
+
+class HFTextTokenizer:
+    """A Hugging Face tokenizer from a local folder, run as open_clip runs it (its ``HFTokenizer``:
+    the configured text cleaning, then the tokenizer's own special tokens, padded or cut to the
+    context length). SigLIP's: canonicalised text (lower case, no punctuation), an end token, no
+    start token, so ``prefix_length`` is 0.
+
+    ``folder`` must hold the tokenizer files (``tokenizer.json`` or a SentencePiece model, and
+    ``tokenizer_config.json``) of the repository open_clip's config names (``hub_name``); nothing is
+    downloaded.
+    """
+
+    def __init__(self, folder, context_length: int, clean: str = "whitespace", hub_name: str = ""):
+        where = (f"the tokenizer files of the Hugging Face repository {hub_name}" if hub_name
+                 else "a Hugging Face tokenizer folder")
+        if not folder:
+            raise ValueError(f"this model's text uses a Hugging Face tokenizer: set MODEL.BACKBONE.TOKENIZER to a "
+                             f"local folder with {where} (e.g. huggingface-cli download {hub_name or 'REPO'} "
+                             f"--local-dir DIR); nothing is downloaded at run time")
+        folder = os.path.expanduser(str(folder))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"MODEL.BACKBONE.TOKENIZER {folder} is not a folder; it must hold {where}")
+        module = load_open_clip_module("tokenizer")
+        try:
+            self.hf = module.HFTokenizer(folder, context_length=context_length, clean=clean, local_files_only=True)
+        except ImportError as error:
+            raise ImportError(f"Hugging Face tokenizers need the transformers package: pip install transformers "
+                              f"({error})") from None
+        except Exception as error:  # noqa: BLE001  (missing or unreadable files)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RuntimeError(f"MODEL.BACKBONE.TOKENIZER {folder}: cannot load {where}: {first}") from None
+        self.context_length = context_length
+        self.clean = self.hf.clean_fn
+        probe = self.encode("x")
+        full = self.tokenize(["x"])[0].tolist()
+        starts = [i for i in range(len(full) - len(probe) + 1) if full[i:i + len(probe)] == probe]
+        self.prefix_length = starts[0] if starts else 0
+
+    def tokenize(self, texts: Union[str, List[str]]) -> torch.LongTensor:
+        return self.hf([texts] if isinstance(texts, str) else list(texts))
+
+    def encode(self, text: str) -> List[int]:
+        return list(self.hf.tokenizer(self.clean(text), add_special_tokens=False).input_ids)
+
+    def decode(self, ids) -> str:
+        return self.hf.tokenizer.decode(list(ids))
+
+    def token_string(self, token_id: int) -> str:
+        """The vocabulary entry of one id (e.g. SentencePiece's, with ``▁`` marking a word start)."""
+        return self.hf.tokenizer.convert_ids_to_tokens(int(token_id))

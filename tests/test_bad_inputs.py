@@ -182,7 +182,8 @@ def test_resume_with_changed_config_names_the_keys(tmp_path, finished_run, euros
 def test_ctx_init_that_splits_into_more_tokens(tmp_path, eurosat_root, tiny_clip_path):
     proc = run_train(*args_for(eurosat_root, tiny_clip_path, str(tmp_path / "o"),
                                "TRAINER.COOP.CTX_INIT", "a_photograph_of_xylophones"))
-    fails_with(proc, "CTX_INIT 'a photograph of xylophones'", "BPE token")
+    fails_with(proc, "CTX_INIT 'a photograph of xylophones'",
+               "6 token(s) of this backbone's tokenizer for 4 context vector(s)")
 
 
 # --- added with docs/RELIABILITY.md: the remaining bad inputs of issue 8 -------------------------

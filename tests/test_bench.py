@@ -67,6 +67,23 @@ def test_floor_processes_the_same_tokens_as_the_trainer_step(method, tiny_clip, 
                   if leaf is not None and leaf.requires_grad) == BACKWARD[method]
 
 
+@pytest.mark.parametrize("method", ["maple", "bmip", "bloom"])
+def test_floor_of_a_siglip_shaped_model_sees_the_trainers_tokens(method, monkeypatch):
+    """The family rows (--shape siglip_vit_b16): the floor is the same model without the method's extra
+    arithmetic on SigLIP too (no class token, full-length bidirectional text)."""
+    model = bench.make_clip("siglip_tiny", torch.device("cpu"))
+    assert model.visual.num_prefix_tokens == 0 and model.text_tokenizer.prefix_length == 0
+    cfg = bench.build_cfg(method, "siglip_tiny", 4, "fp32", torch.device("cpu"))
+    trainer = bench.build_trainer(method, cfg, bench.class_names(7), model)
+    images, labels = batch_of(model, 7)
+    floor = bench.TrainingFloor(trainer, images, labels)
+    assert floor.text_rows.shape[1] == 32  # SigLIP's text keeps its whole context
+    trainer.set_model_mode("train")
+    batch = {"img": images, "label": labels}
+    step = transformer_inputs(lambda: trainer.forward_backward(batch), monkeypatch)
+    assert step == transformer_inputs(lambda: floor.step(images), monkeypatch)
+
+
 def test_coop_floor_computes_the_trainers_loss(tiny_clip):
     """CoOp has no hooks: with the trainer's own prompts as the floor's leaves, the floor's first
     loss is the trainer's loss (same tokens, same values, same CLIP)."""

@@ -187,3 +187,33 @@ def test_official_depth_2_bmip_checkpoint_evaluates_like_its_model(tmp_path, eur
             assert "ctx_v" in dropped and "proj_v" in dropped
     assert results["official"] == results["ours"]
     assert os.path.isfile(Path(tmp_path, "eval_official", "log.txt"))
+
+
+def test_official_vit_l14_checkpoints_load():
+    """MaPLe's and BMIP's official key layouts at ViT-L/14 (vision 1024 x 24 blocks, text 768 x 12: the
+    official code's per-block gates then differ in number per tower) load into ours, tensor for tensor.
+    The frozen towers never enter a learner, so they stay on the meta device (no memory, no time)."""
+    from clip import openclip
+    from clip.model import CLIP
+
+    with torch.device("meta"):
+        l14 = CLIP(**openclip.clip_arguments(*openclip.read_config("ViT-L-14")))
+    l14.token_embedding = nn.Embedding(49408, 768, _weight=torch.zeros(49408, 768))
+    maple_cfg = make_cfg(MAPLE={"PROMPT_DEPTH": 9, "N_CTX": N_CTX})
+    trained = randomise(MultiModalPromptLearner(maple_cfg, CLASSNAMES, l14), seed=7)
+    official = official_maple_checkpoint(trained.state_dict(), l14, N_CTX, len(CLASSNAMES))
+    fresh = load_official(MaPLe, maple_cfg, MultiModalPromptLearner(maple_cfg, CLASSNAMES, l14), official)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    assert fresh.proj.weight.shape == (1024, 768)
+
+    bmip_cfg = make_cfg(BMIP={"PROMPT_DEPTH": 9, "N_CTX": N_CTX}, share=True)
+    trained = randomise(BMIPPromptLearner(bmip_cfg, CLASSNAMES, l14), seed=8)
+    with torch.no_grad():
+        for p in trained.compound_prompts_visual:
+            p.copy_(trained.compound_prompts_visual[0])
+    official = official_bmip_checkpoint(trained.state_dict(), l14, 9, True, True, N_CTX, len(CLASSNAMES))
+    assert sum(1 for k in official if k.startswith("image_encoder.") and "learnable_linear1.weight" in k) == 24
+    fresh = load_official(BMIP, bmip_cfg, BMIPPromptLearner(bmip_cfg, CLASSNAMES, l14), official)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

@@ -12,7 +12,7 @@ from PIL import Image
 import clip
 from clip import openclip
 from conftest import REPO, run_train
-from tests.helpers.tiny_openclip import TINY_NATIVE, save_open_clip_model
+from tests.helpers.tiny_openclip import TINY_NATIVE, TINY_SIGLIP, save_open_clip_model, save_tiny_hf_tokenizer
 
 FAMILIES = {
     # open_clip's native ViT (LAION / DataComp ViT-B-16 style): exact GELU
@@ -71,11 +71,72 @@ def test_features_equal_open_clips_own(tmp_path, family):
     assert (model.logit_scale - reference.logit_scale).abs() == 0
 
 
-def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path):
+@pytest.fixture(scope="module")
+def hf_tokenizer(tmp_path_factory):
+    return save_tiny_hf_tokenizer(tmp_path_factory.mktemp("hf-tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def tiny_siglip(tmp_path_factory, hf_tokenizer):
+    json_path, weights, reference = save_open_clip_model(tmp_path_factory.mktemp("siglip"), TINY_SIGLIP, seed=5,
+                                                         fmt="safetensors", name="tiny-siglip")
+    return json_path, weights, reference
+
+
+def test_siglip_features_and_logits_equal_open_clips_own(tiny_siglip, hf_tokenizer):
+    """SigLIP (timm trunk without class token, attention pooling; bidirectional text pooled at the last
+    position, projection bias, logit bias; a Hugging Face tokenizer) against open_clip's own model."""
+    from open_clip.tokenizer import HFTokenizer
+
+    json_path, weights, reference = tiny_siglip
+    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights, tokenizer=hf_tokenizer)
+    assert (model.visual.num_prefix_tokens, model.visual.pool, model.text_causal, model.text_pool) == (0, "map", False,
+                                                                                                       "last")
+    assert model.visual.transformer.resblocks[0].n_head == 1 and len(model.visual.transformer.resblocks) == 12
+    texts = ["A photo of a Red circle.", "x x x x forest", "satellite view of the sea or lake!"]
+    tokens = model.text_tokenizer.tokenize(texts)
+    assert torch.equal(tokens, HFTokenizer(hf_tokenizer, context_length=32, clean="canonicalize")(texts))
+    assert model.text_tokenizer.prefix_length == 0 and tokens[1, :4].tolist() == [model.text_tokenizer.encode("x")[0]] * 4
+    assert model.pool_indices(tokens).tolist() == [31] * 3 and model.text_length_needed(tokens) == 32
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    visited = []
+
+    def identity(i, x, block):
+        visited.append(i)
+        return block(x)
+
+    with torch.no_grad():
+        ours = features(model, images, tokens)
+        theirs = F.normalize(reference.encode_image(images), dim=-1), F.normalize(reference.encode_text(tokens), dim=-1)
+        hooked = features(model, images, tokens, hook=identity)
+        logits = model(images, tokens)[0]
+    assert (ours[0] - theirs[0]).abs().max() < 1e-5 and (ours[1] - theirs[1]).abs().max() < 1e-5
+    assert torch.equal(hooked[0], ours[0]) and torch.equal(hooked[1], ours[1]) and visited == list(range(12)) * 2
+    expected = reference.logit_scale.exp() * theirs[0] @ theirs[1].t() + reference.logit_bias
+    assert (logits - expected).abs().max() < 1e-4 and model.logit_bias.item() == reference.logit_bias.item()
+
+
+def test_siglip_needs_its_tokenizer_files(tiny_siglip, tmp_path):
+    json_path, weights, _ = tiny_siglip
+    with pytest.raises(ValueError, match=r"set MODEL.BACKBONE.TOKENIZER to a local folder with the tokenizer files of "
+                                         r"the Hugging Face repository timm/ViT-B-16-SigLIP"):
+        clip.load(f"openclip:{json_path}", pretrained=weights)
+    with pytest.raises(FileNotFoundError, match=r"MODEL.BACKBONE.TOKENIZER /no/such/folder is not a folder"):
+        clip.load(f"openclip:{json_path}", pretrained=weights, tokenizer="/no/such/folder")
+    with pytest.raises(RuntimeError, match=r"MODEL.BACKBONE.TOKENIZER .*empty: cannot load the tokenizer files"):
+        clip.load(f"openclip:{json_path}", pretrained=weights, tokenizer=str((tmp_path / "empty").mkdir() or
+                                                                              tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("family", ["native", "siglip"])
+def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path, tiny_siglip, hf_tokenizer, family):
     """Replacing appended vision tokens in every block through the hook changes the output of every
     block after it: prompts inserted at layer i are read by layers i..end."""
-    json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
-    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights)
+    if family == "native":
+        json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
+    else:
+        json_path, weights, _ = tiny_siglip
+    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights, tokenizer=hf_tokenizer if family == "siglip" else None)
     images = torch.randn(2, 3, 32, 32)
     width = model.vision_width
     prompts = torch.zeros(2, width)
@@ -83,7 +144,7 @@ def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path):
     for layer in range(model.visual.transformer.layers):
         def deep(i, x, block, layer=layer):
             if i == layer:
-                x = torch.cat([x[:, :-2], torch.full_like(x[:, -2:], 0.5)], dim=1)
+                x = torch.cat([x[:, :-2], torch.randn(x[:, -2:].shape, generator=torch.Generator().manual_seed(i))], dim=1)
             return block(x)
         with torch.no_grad():
             changed = model.encode_image(images, prompts=prompts, hook=deep)
@@ -103,7 +164,9 @@ def test_open_clip_names_give_their_architectures():
 
 
 @pytest.mark.parametrize("model, message", [
-    ("ViT-B-16-SigLIP", "vision_cfg.timm_model_name=\"vit_base_patch16_siglip_224\" is a timm image tower"),
+    ("EVA02-B-16", "vision_cfg.timm_pool=\"token\" is not supported with a timm tower"),
+    ("nllb-clip-base-siglip", "text_cfg.hf_model_name=\"facebook/nllb-200-distilled-600M\" is a Hugging Face text tower"),
+    ("ViT-L-14-CLIPA", "vision_cfg.no_ln_pre=true is not supported"),
     ("ViT-B-16-SigLP", "unknown open_clip model 'ViT-B-16-SigLP'; did you mean ViT-B-16-SigLIP"),
     ("RN50", "vision_cfg.layers=[3, 4, 6, 3] is a ResNet image tower"),
     ("coca_ViT-B-32", "vision_cfg.attentional_pool=true is not supported"),
@@ -144,7 +207,7 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
         clip.load(f"openclip:{json_path}", pretrained="/no/such.bin")
     with pytest.raises(ValueError, match=r"needs pretrained=<weights file>"):
         clip.load(f"openclip:{json_path}")
-    with pytest.raises(ValueError, match=r"pretrained= and tag= are for openclip:<model> names"):
+    with pytest.raises(ValueError, match=r"pretrained=, tag= and tokenizer= are for openclip:<model> names"):
         clip.load("mini-clip", pretrained=weights)
     truncated = tmp_path / "bad.bin"
     truncated.write_bytes(Path(weights).read_bytes()[:1000])
@@ -209,6 +272,32 @@ def test_input_settings_come_from_the_backbone_unless_chosen(tmp_path):
     assert set(changes) == {"SIZE", "PIXEL_MEAN"}
     cfg.MODEL.BACKBONE.NAME = "ViT-B/16"
     assert apply_backbone_preprocessing(cfg) == {}
+    # SigLIP's tag: mean/std 0.5 and squashed (not cropped) test images, as open_clip preprocesses them
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(REPO / "configs/smoke/tiny_clip.yaml"))
+    cfg.MODEL.BACKBONE.NAME = "openclip:ViT-B-16-SigLIP"
+    apply_backbone_preprocessing(cfg)
+    assert (tuple(cfg.INPUT.SIZE), list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD), cfg.INPUT.RESIZE_MODE) == (
+        (32, 32), [0.5] * 3, [0.5] * 3, "squash")  # the smoke config's 32 px was chosen: kept
+
+
+def test_squashed_test_transform_equals_open_clips():
+    from open_clip.transform import image_transform
+
+    from dassl.config import get_cfg_default
+    from dassl.data.transforms import build_transform
+
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE, cfg.INPUT.INTERPOLATION, cfg.INPUT.RESIZE_MODE = (32, 32), "bicubic", "squash"
+    cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TRANSFORMS = [0.5] * 3, [0.5] * 3, ("normalize",)
+    ours = build_transform(cfg, is_train=False)
+    theirs = image_transform(32, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic",
+                             resize_mode="squash")
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8))
+    assert (ours(image) - theirs(image)).abs().max() < 1e-5
+    cfg.INPUT.RESIZE_MODE = "longest"
+    with pytest.raises(ValueError, match="INPUT.RESIZE_MODE 'longest' is not one of 'shortest', 'squash'"):
+        build_transform(cfg, is_train=False)
 
 
 # ------------------------------------------------------------------------------ every method, end to end
@@ -224,20 +313,25 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_openclip(tmp_path_factory):
+def tiny_openclip(tmp_path_factory, tiny_siglip, hf_tokenizer):
+    """``{family: (backbone, weights, tokenizer folder)}`` for the native and the SigLIP family."""
     json_path, weights, _ = save_open_clip_model(tmp_path_factory.mktemp("openclip"), TINY_NATIVE,
                                                  fmt="safetensors", name="tiny-native")
-    return f"openclip:{json_path}", weights
+    return {"native": (f"openclip:{json_path}", weights, ""),
+            "siglip": (f"openclip:{tiny_siglip[0]}", tiny_siglip[1], hf_tokenizer)}
 
 
-def method_args(name, backbone, weights, root, out, descriptions, flags=()):
+def method_args(name, backbone, root, out, descriptions, flags=()):
     from dassl.engine import TRAINER_REGISTRY
     import trainers  # noqa: F401  (registration)
 
+    model, weights, tokenizer = backbone
     args = [*flags, "--root", root, "--seed", 1, "--trainer", name, "--dataset-config-file", EUROSAT_CFG,
-            "--config-file", SMOKE_CFG, "--output-dir", out, "--backbone", backbone,
+            "--config-file", SMOKE_CFG, "--output-dir", out, "--backbone", model,
             "MODEL.BACKBONE.WEIGHTS", weights, "DATASET.NUM_SHOTS", 2, "DATASET.SUBSAMPLE_CLASSES", "base",
             "OPTIM.MAX_EPOCH", 1, *METHODS[name]]
+    if tokenizer:
+        args += ["MODEL.BACKBONE.TOKENIZER", tokenizer]
     node = getattr(TRAINER_REGISTRY.get(name), "CFG_NODE", None)
     if node and name not in ("ZeroshotCLIP", "LinearProbeCLIP"):
         args += [f"TRAINER.{node}.PREC", "fp32"]
@@ -256,45 +350,53 @@ def descriptions(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["native", "siglip"])
 @pytest.mark.parametrize("name", list(METHODS))
-def test_every_method_trains_and_tests_on_an_open_clip_model(tmp_path, eurosat_root, tiny_openclip, descriptions,
-                                                             name):
-    backbone, weights = tiny_openclip
+def test_every_method_trains_and_tests_on_each_open_clip_family(tmp_path, eurosat_root, tiny_openclip, descriptions,
+                                                                name, family):
+    backbone = tiny_openclip[family]
     out = tmp_path / "run"
-    proc = run_train(*method_args(name, backbone, weights, eurosat_root, out, descriptions))
+    proc = run_train(*method_args(name, backbone, eurosat_root, out, descriptions))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((out / "results.json").read_text())
     assert 0 <= result["metrics"]["accuracy"] <= 100 and result["num_classes"] == 5
     log = (out / "log.txt").read_text()
-    assert f"Loading CLIP (backbone: {backbone})" in log
-    if name != "Bloom":  # checkpoint loading does not depend on the backbone: once is enough here
+    assert f"Loading CLIP (backbone: {backbone[0]})" in log
+    if name != "Bloom":  # checkpoint loading does not depend on the backbone: once per family is enough here
         return
     # the checkpoint evaluates to the same accuracy
-    proc = run_train(*method_args(name, backbone, weights, eurosat_root, tmp_path / "eval", descriptions,
+    proc = run_train(*method_args(name, backbone, eurosat_root, tmp_path / "eval", descriptions,
                                   flags=("--eval-only", "--model-dir", out, "--load-epoch", 1)))
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["metrics"]["accuracy"] == result["metrics"]["accuracy"]
-    # the analysis tools read the run as they read any other: backbone and weights from its config
+    # the analysis tools read the run as they read any other: backbone, weights, tokenizer from its config
     from tools.interpret_prompt import interpret
     from test_gradcam import eurosat_images, gc
 
     reading = interpret(str(out), topk=2)
     assert reading["trainer"] == "Bloom" and reading["prompts"]
+    if family == "siglip":  # SigLIP's vocabulary: the nearest entries are words of the tiny tokenizer
+        vocabulary = set(json.loads((Path(backbone[2]) / "tokenizer.json").read_text())["model"]["vocab"])
+        assert all(n["token"] in vocabulary for p in reading["prompts"] for t in p["tokens"] for n in t["nearest"])
     png = tmp_path / "cam.png"
+    extra = ["MODEL.BACKBONE.TOKENIZER", backbone[2]] if backbone[2] else []
     code = gc.main(["--root", eurosat_root, "--dataset-config-file", EUROSAT_CFG, "--config-file", SMOKE_CFG,
-                    "--backbone", backbone, "--device", "cpu", "--seed", "1", "--trainer", "Bloom",
+                    "--backbone", backbone[0], "--device", "cpu", "--seed", "1", "--trainer", "Bloom",
                     "--run", f"bloom:Bloom::{out}:1", "--image", eurosat_images(eurosat_root, 1)[0],
-                    "--out", str(png), "MODEL.BACKBONE.WEIGHTS", weights, "DATASET.SUBSAMPLE_CLASSES", "base",
-                    "TRAINER.BLOOM.PREC", "fp32"])
+                    "--out", str(png), "MODEL.BACKBONE.WEIGHTS", backbone[1], "DATASET.SUBSAMPLE_CLASSES", "base",
+                    "TRAINER.BLOOM.PREC", "fp32", *extra])
     assert code == 0 and png.stat().st_size > 0
 
 
 @pytest.mark.slow
-def test_a_killed_run_on_an_open_clip_model_resumes_exactly(tmp_path, eurosat_root, tiny_openclip, descriptions):
-    backbone, weights = tiny_openclip
-    args = method_args("BMIP", backbone, weights, eurosat_root, str(tmp_path / "ref"), descriptions)
+@pytest.mark.parametrize("family", ["native", "siglip"])
+def test_a_killed_run_on_an_open_clip_model_resumes_exactly(tmp_path, eurosat_root, tiny_openclip, descriptions,
+                                                            family):
+    args = method_args("BMIP", tiny_openclip[family], eurosat_root, str(tmp_path / "ref"), descriptions)
     args[args.index("OPTIM.MAX_EPOCH") + 1] = 2
+    if family == "siglip":  # BMIP's attention read-out on a bidirectional text tower
+        args += ["TRAINER.BMIP.TEXT_WEIGHT", "received"]
     assert run_train(*args).returncode == 0
     killed = [str(tmp_path / "run") if a == str(tmp_path / "ref") else a for a in args]
     proc = run_train(*killed, env={"PROMPTCLIP_FAULT": "train_batch:2:kill"})
@@ -306,8 +408,8 @@ def test_a_killed_run_on_an_open_clip_model_resumes_exactly(tmp_path, eurosat_ro
 
 
 def test_a_missing_weights_setting_is_a_one_line_error(tmp_path, eurosat_root, tiny_openclip, descriptions):
-    backbone, _ = tiny_openclip
-    args = method_args("CoOp", backbone, "", eurosat_root, tmp_path / "run", descriptions)
+    model, _, _ = tiny_openclip["native"]
+    args = method_args("CoOp", (model, "", ""), eurosat_root, tmp_path / "run", descriptions)
     proc = run_train(*args)
     assert proc.returncode != 0
     assert "MODEL.BACKBONE.NAME openclip:" in proc.stderr and "needs MODEL.BACKBONE.WEIGHTS <file>" in proc.stderr

@@ -166,8 +166,9 @@ def gradcam(model, images, classes=None, layer=-1, autocast=None):
                 raise ValueError(f"{classes.shape[0]} classes for {logits.shape[0]} images")
             chosen = logits.gather(1, classes[:, None]).sum()
             (grad,) = torch.autograd.grad(chosen, captured[0])
-        acts = captured[0].detach()[:, 1:1 + n_patches].float()  # patch tokens: not CLS, not prompts
-        grad = grad[:, 1:1 + n_patches].float()
+        first = getattr(visual, "num_prefix_tokens", 1)              # 1 with a class token, 0 without (SigLIP)
+        acts = captured[0].detach()[:, first:first + n_patches].float()  # patch tokens: not CLS, not prompts
+        grad = grad[:, first:first + n_patches].float()
         weights = grad.mean(dim=1, keepdim=True)                   # (N, 1, D): mean over the patches
         cam = F.relu((weights * acts).sum(dim=-1))                 # (N, n_patches)
         maps = cam.view(-1, grid, grid)                            # row-major, as conv1's flatten

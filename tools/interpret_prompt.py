@@ -358,7 +358,13 @@ def interpret(source, topk=5, backbone=None, epoch=None, weights=None):
         raise InterpretError(f"{checkpoint}: the run's backbone is not recorded (no training config in the "
                              "checkpoint, no results.json or log.txt beside it): pass --backbone")
     embedding = load_token_embedding(str(name), weights or config.get("MODEL.BACKBONE.WEIGHTS"))
-    tokenizer = clip.get_tokenizer()
+    if clip.openclip.is_openclip_name(str(name)):
+        try:
+            tokenizer = clip.openclip.text_tokenizer(str(name), config.get("MODEL.BACKBONE.TOKENIZER") or None)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise InterpretError(f"cannot load the tokenizer of backbone {name}: {err}") from None
+    else:
+        tokenizer = clip.tokenizer.BPETextTokenizer()
     width = embedding.shape[1]
     result = {
         "source": os.path.abspath(source),
@@ -382,7 +388,7 @@ def interpret(source, topk=5, backbone=None, epoch=None, weights=None):
         for position in range(vectors.shape[0]):
             nearest = []
             for d, i in zip(distances[position].tolist(), ids[position].tolist()):
-                nearest.append({"id": int(i), "token": tokenizer.decoder[int(i)],
+                nearest.append({"id": int(i), "token": tokenizer.token_string(i),
                                 "text": tokenizer.decode([int(i)]).strip(), "distance": float(d)})
             tokens.append({"position": position, "nearest": nearest})
         reading = tokenizer.decode([t["nearest"][0]["id"] for t in tokens]).strip()

@@ -93,7 +93,8 @@ def load_clip_model(cfg):
         if not cfg.MODEL.BACKBONE.WEIGHTS:
             raise ValueError(f"MODEL.BACKBONE.NAME {name} needs MODEL.BACKBONE.WEIGHTS <file> (open_clip's .bin, .pt "
                              f"or .safetensors state dict; docs/BACKBONES.md)")
-        model = clip.openclip.build_openclip(name, cfg.MODEL.BACKBONE.WEIGHTS, cfg.MODEL.BACKBONE.TAG or None)
+        model = clip.openclip.build_openclip(name, cfg.MODEL.BACKBONE.WEIGHTS, cfg.MODEL.BACKBONE.TAG or None,
+                                             cfg.MODEL.BACKBONE.TOKENIZER or None)
     else:
         if cfg.MODEL.BACKBONE.WEIGHTS:
             raise ValueError(f"MODEL.BACKBONE.WEIGHTS is for openclip:<model> backbones; MODEL.BACKBONE.NAME {name} "
@@ -120,16 +121,18 @@ def apply_backbone_preprocessing(cfg):
     if not clip.openclip.is_openclip_name(name):
         return {}
     wanted = clip.openclip.preprocess_config(name, cfg.MODEL.BACKBONE.TAG or None)
-    if wanted["resize_mode"] != "shortest":
+    if wanted["resize_mode"] not in ("shortest", "squash"):
         raise ValueError(f"MODEL.BACKBONE.NAME {name}: resize mode {wanted['resize_mode']!r} of its open_clip "
-                         f"preprocessing is not supported by the data pipeline (shorter side + centre crop)")
+                         f"preprocessing is not supported by the data pipeline (INPUT.RESIZE_MODE shortest, squash)")
     openai = clip.openclip.OPENAI_PREPROCESS
     inherited = {
         "SIZE": ((224, 224),), "PIXEL_MEAN": ((0.485, 0.456, 0.406), tuple(openai["mean"])),
         "PIXEL_STD": ((0.229, 0.224, 0.225), tuple(openai["std"])), "INTERPOLATION": ("bilinear", "bicubic"),
+        "RESIZE_MODE": ("shortest",),
     }
     target = {"SIZE": (wanted["size"], wanted["size"]), "PIXEL_MEAN": tuple(wanted["mean"]),
-              "PIXEL_STD": tuple(wanted["std"]), "INTERPOLATION": wanted["interpolation"]}
+              "PIXEL_STD": tuple(wanted["std"]), "INTERPOLATION": wanted["interpolation"],
+              "RESIZE_MODE": wanted["resize_mode"]}
     changes = {}
     for key, value in target.items():
         current = cfg.INPUT[key]
@@ -143,9 +146,10 @@ def apply_backbone_preprocessing(cfg):
     return changes
 
 
-def tokenize_prompts(texts):
-    """Tokenize a list of prompt strings into an (N, 77) LongTensor."""
-    return clip.tokenize(list(texts))
+def tokenize_prompts(texts, clip_model):
+    """Token ids ``(N, context_length)`` of prompt strings, by ``clip_model``'s own tokenizer (OpenAI's
+    BPE, or e.g. SigLIP's; ``clip_model.text_tokenizer``)."""
+    return clip_model.text_tokenizer.tokenize(list(texts))
 
 
 class PromptedCLIP(nn.Module):

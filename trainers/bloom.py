@@ -123,12 +123,12 @@ class LayerwiseBottleneck(nn.Module):
         return torch.baddbmm(self.up_bias.unsqueeze(1), hidden, self.up_weight.transpose(1, 2))
 
 
-def insert_prompts(x, prompts, where):
-    """Insert ``prompts`` (P, D) into every sequence of ``x`` (N, L, D): after SOS
-    (``where="text"``) or after the last token (``"vision"``)."""
+def insert_prompts(x, prompts, where, start=1):
+    """Insert ``prompts`` (P, D) into every sequence of ``x`` (N, L, D): after the ``start``
+    leading special tokens (``where="text"``: after SOS) or after the last token (``"vision"``)."""
     prompts = prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
     if where == "text":
-        return torch.cat([x[:, :1], prompts, x[:, 1:]], dim=1)
+        return torch.cat([x[:, :start], prompts, x[:, start:]], dim=1)
     return torch.cat([x, prompts], dim=1)
 
 
@@ -141,17 +141,18 @@ class LateInsertionHook:
     positions (DeepPromptHook semantics) and later blocks carry the previous outputs.
     """
 
-    def __init__(self, layer_prompts, start, where):
+    def __init__(self, layer_prompts, start, where, text_start=1):
         self.first = layer_prompts[0]
         self.start = start
         self.where = where
-        self.deeper = DeepPromptHook(list(layer_prompts[1:]), where)
+        self.text_start = text_start
+        self.deeper = DeepPromptHook(list(layer_prompts[1:]), where, text_start)
 
     def __call__(self, i, x, block):
         if i < self.start:
             return block(x)
         if i == self.start:
-            return block(insert_prompts(x, self.first, self.where))
+            return block(insert_prompts(x, self.first, self.where, self.text_start))
         return self.deeper(i - self.start, x, block)
 
 
@@ -300,7 +301,7 @@ class BloomPromptLearner(nn.Module):
                 text_embeddings=self.template(fused_text[0]),
                 eot_indices=self.template.eot_indices,
                 text_length=self.template.text_length,
-                text_hook=DeepPromptHook(list(fused_text[1:]), "text"),
+                text_hook=DeepPromptHook(list(fused_text[1:]), "text", self.template.context_start),
                 vision_prompts=fused_vision[0],
                 vision_hook=DeepPromptHook(list(fused_vision[1:]), "vision"),
             )
@@ -310,7 +311,7 @@ class BloomPromptLearner(nn.Module):
             # the inserted tokens push each end-of-text token back by their number
             eot_indices=self.template.eot_indices + self.n_text_tokens,
             text_length=self.template.text_length + self.n_text_tokens,
-            text_hook=LateInsertionHook(fused_text, self.start, "text"),
+            text_hook=LateInsertionHook(fused_text, self.start, "text", self.template.context_start),
             vision_hook=LateInsertionHook(fused_vision, self.start, "vision"),
         )
 

@@ -31,12 +31,14 @@ VISION_WEIGHT_MODES = ("batch_mean", "per_sample")
 TEXT_WEIGHT_MODES = ("sos_row", "received")
 
 
-def attention_to_prompts(q, k, n_prompts, where, eot_indices=None):
+def attention_to_prompts(q, k, n_prompts, where, eot_indices=None, start=1, causal=True):
     """Mean attention probability each prompt token receives, heads averaged, (N, P).
 
     vision (prompts are the last ``n_prompts`` tokens): averaged over the
-    non-prompt query tokens. text (prompts at positions 1..P): averaged over the
-    query tokens after the prompts up to each sequence's EOT. No gradient.
+    non-prompt query tokens. text (prompts at positions start..start+P-1, after
+    the start token): averaged over the query tokens after the prompts up to each
+    sequence's EOT (pooled position), with the text tower's mask (``causal``).
+    No gradient.
 
     The probabilities come out of the fused attention kernel: with one-hot value
     vectors for the prompt keys (and zeros elsewhere) the attention output of a
@@ -45,7 +47,7 @@ def attention_to_prompts(q, k, n_prompts, where, eot_indices=None):
     """
     with torch.no_grad():
         batch, heads, length, head_dim = k.shape
-        first = length - n_prompts if where == "vision" else 1
+        first = length - n_prompts if where == "vision" else start
         # value width = the head width, so the kernel stays on its fused path
         values = q.new_zeros(length, max(head_dim, n_prompts))
         values[first:first + n_prompts, :n_prompts] = torch.eye(n_prompts, dtype=q.dtype, device=q.device)
@@ -54,7 +56,7 @@ def attention_to_prompts(q, k, n_prompts, where, eot_indices=None):
             probs = F.scaled_dot_product_attention(q[:, :, :first], k, values)[..., :n_prompts]
             return probs.float().mean(dim=(1, 2))
         after = first + n_prompts
-        probs = F.scaled_dot_product_attention(q, k, values, is_causal=True)[:, :, after:, :n_prompts]
+        probs = F.scaled_dot_product_attention(q, k, values, is_causal=causal)[:, :, after:, :n_prompts]
         probs = probs.float().mean(dim=1)  # (N, rows, P), heads averaged
         query_pos = torch.arange(after, length, device=q.device)
         valid = (query_pos[None, :] <= eot_indices[:, None]).float()  # rows up to each EOT
@@ -72,7 +74,8 @@ class AttentionWeightedHook:
     """
 
     def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None, recorder=None,
-                 mean_across_ranks=False):
+                 mean_across_ranks=False, start=1):
+        self.start = start  # text: where the prompts begin (the template's context_start)
         self.local, self.foreign, self.gate = local, foreign, gate
         self.where, self.weight_mode, self.eot_indices = where, weight_mode, eot_indices
         self.recorder = recorder
@@ -86,7 +89,7 @@ class AttentionWeightedHook:
             self.recorder.setdefault((self.where, j + 1), []).append(w.detach().float().reshape(-1, p).mean(0))
 
     def prompt_slice(self, x, p):
-        return slice(1, 1 + p) if self.where == "text" else slice(x.shape[1] - p, x.shape[1])
+        return slice(self.start, self.start + p) if self.where == "text" else slice(x.shape[1] - p, x.shape[1])
 
     def __call__(self, i, x, block):
         j = i - 1
@@ -99,10 +102,11 @@ class AttentionWeightedHook:
             # makes zero: w = sigmoid(bias), no attention needed.
             w = torch.sigmoid(self.gate(j, None)).expand(p)
             self.record(j, w, p)
-            return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where))
+            return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where, self.start))
         projected = block.project(x)
         q, k, _ = block.split_heads(projected)
-        att = attention_to_prompts(q, k, p, self.where, self.eot_indices).to(local.dtype)  # (N, P)
+        att = attention_to_prompts(q, k, p, self.where, self.eot_indices, self.start,
+                                   block.causal).to(local.dtype)  # (N, P)
         if self.weight_mode == "batch_mean":  # official: one weight per prompt token for the whole batch
             if self.mean_across_ranks:
                 totals = dist_utils.all_reduce(torch.cat([att.sum(dim=0), att.new_tensor([att.shape[0]])]))
@@ -112,7 +116,7 @@ class AttentionWeightedHook:
         w = torch.sigmoid(self.gate(j, att)).unsqueeze(-1)
         self.record(j, w, p)
         prompts = w * local + (1 - w) * foreign  # (P, D) or (N, P, D)
-        x = splice_prompts(x, prompts, self.where)
+        x = splice_prompts(x, prompts, self.where, self.start)
         rows = self.prompt_slice(x, p)
         # Only the prompt rows change: project just them (from a copy, since a view would make
         # ln_1 keep all of the spliced x alive for the backward) and write them over the old
@@ -248,13 +252,14 @@ class BMIPPromptLearner(nn.Module):
                                                 recorder=rec,
                                                 mean_across_ranks=self.training and dist_utils.is_distributed())
             text_hook = AttentionWeightedHook(t_local, t_foreign, self.text_gates, "text", self.text_weight, eot,
-                                              recorder=rec)
+                                              recorder=rec, start=self.template.context_start)
         else:
             combine = {"addition": lambda loc, fo: loc + fo,
                        "attention": lambda loc, fo: loc + torch.softmax(fo @ loc.t(), dim=-1) @ fo,
                        "joint": lambda loc, fo: torch.cat([loc, fo], dim=0)}[self.aggregation]
             vision_hook = DeepPromptHook([combine(a, b) for a, b in zip(v_local, v_foreign)], "vision")
-            text_hook = DeepPromptHook([combine(a, b) for a, b in zip(t_local, t_foreign)], "text")
+            text_hook = DeepPromptHook([combine(a, b) for a, b in zip(t_local, t_foreign)], "text",
+                                       self.template.context_start)
         return PromptSet(
             text_embeddings=self.template(self.ctx_t),
             eot_indices=eot,

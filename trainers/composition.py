@@ -61,10 +61,10 @@ def frozen_text_features(clip_model, texts, device, batch_size=1000):
     """Unnormalised features of ``texts`` by the frozen CLIP (no prompts), in batches, fp32."""
     chunks = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenize_prompts(texts[start:start + batch_size]).to(device)
-        length = int(tokens.argmax(dim=-1).max()) + 1  # cut after the last end-of-text token
+        tokens = tokenize_prompts(texts[start:start + batch_size], clip_model).to(device)
+        length = clip_model.text_length_needed(tokens)  # causal: cut after the last end-of-text token
         embeddings = clip_model.token_embedding(tokens[:, :length])
-        chunks.append(clip_model.encode_text_embeddings(embeddings, tokens.argmax(dim=-1)).float())
+        chunks.append(clip_model.encode_text_embeddings(embeddings, clip_model.pool_indices(tokens)).float())
     return torch.cat(chunks)
 
 

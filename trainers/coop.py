@@ -3,7 +3,6 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip.tokenizer import get_tokenizer
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import ClipPromptTrainer, PromptSet
@@ -12,11 +11,12 @@ from .prompting import ClassPromptTemplate, init_text_context
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
 
-def class_token_order(n_ctx, name_lens, seq_len, position):
+def class_token_order(n_ctx, name_lens, seq_len, position, start=1):
     """Index map that rearranges "[SOS][ctx][name][rest]" into the wanted order.
 
     The source sequence of class c is ``[SOS, ctx_0..ctx_{n-1}, name tokens,
-    '.', EOS, pad...]`` (length ``seq_len``); the result is a (n_cls, seq_len)
+    '.', EOS, pad...]`` (length ``seq_len``; ``start`` leading special tokens, 1 for
+    OpenAI's SOS, 0 for a tokenizer without one); the result is a (n_cls, seq_len)
     LongTensor ``idx`` such that ``source.gather(1, idx)`` puts the class-name
     tokens at the end (identity), in the middle of the context, or in front of
     it. Computed once, so the forward pass is a single gather for all classes.
@@ -26,17 +26,18 @@ def class_token_order(n_ctx, name_lens, seq_len, position):
             f"TRAINER.COOP.CLASS_TOKEN_POSITION {position!r} is not one of {CLASS_TOKEN_POSITIONS}"
         )
     rows = []
-    ctx = list(range(1, 1 + n_ctx))
+    head = list(range(start))
+    ctx = list(range(start, start + n_ctx))
     for name_len in name_lens:
-        name = list(range(1 + n_ctx, 1 + n_ctx + name_len))
-        rest = list(range(1 + n_ctx + name_len, seq_len))
+        name = list(range(start + n_ctx, start + n_ctx + name_len))
+        rest = list(range(start + n_ctx + name_len, seq_len))
         if position == "end":
-            order = [0] + ctx + name + rest
+            order = head + ctx + name + rest
         elif position == "middle":
             half = n_ctx // 2
-            order = [0] + ctx[:half] + name + ctx[half:] + rest
+            order = head + ctx[:half] + name + ctx[half:] + rest
         else:
-            order = [0] + name + ctx + rest
+            order = head + name + ctx + rest
         rows.append(order)
     return torch.tensor(rows, dtype=torch.long)
 
@@ -68,9 +69,10 @@ class CoOpPromptLearner(nn.Module):
         print(f"Number of context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx)
         self.template = ClassPromptTemplate(clip_model, classnames, prompt_prefix, n_ctx)
-        name_lens = [len(get_tokenizer().encode(name.replace("_", " "))) for name in classnames]
+        name_lens = [len(clip_model.text_tokenizer.encode(name.replace("_", " "))) for name in classnames]
         self.position = ccfg.CLASS_TOKEN_POSITION
-        order = class_token_order(n_ctx, name_lens, self.template.tokenized_prompts.shape[1], self.position)
+        order = class_token_order(n_ctx, name_lens, self.template.tokenized_prompts.shape[1], self.position,
+                                  self.template.context_start)
         self.register_buffer("order", order, persistent=False)
         self.n_cls, self.n_ctx = n_cls, n_ctx
 

@@ -74,7 +74,7 @@ class IndependentVLPromptLearner(nn.Module):
             text_embeddings=self.template(self.ctx),
             eot_indices=self.template.eot_indices,
             text_length=self.template.text_length,
-            text_hook=DeepPromptHook(list(self.deep_text_prompts), "text"),
+            text_hook=DeepPromptHook(list(self.deep_text_prompts), "text", self.template.context_start),
             vision_prompts=vision_prompts,
             vision_hook=vision_hook,
         )

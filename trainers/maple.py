@@ -57,7 +57,7 @@ class MultiModalPromptLearner(nn.Module):
             text_embeddings=self.template(self.ctx),
             eot_indices=self.template.eot_indices,
             text_length=self.template.text_length,
-            text_hook=DeepPromptHook(deep_text, "text"),
+            text_hook=DeepPromptHook(deep_text, "text", self.template.context_start),
             vision_prompts=self.proj(self.ctx),
             vision_hook=DeepPromptHook(deep_vision, "vision"),
         )

@@ -42,13 +42,13 @@ class FixedPrompts(nn.Module):
 
     def __init__(self, texts, clip_model):
         super().__init__()
-        tokens = tokenize_prompts(texts)
+        tokens = tokenize_prompts(texts, clip_model)
         with torch.no_grad():
             embeddings = clip_model.token_embedding(tokens)
         # Derived from the class names: rebuilt on every run, never checkpointed.
         self.register_buffer("embeddings", embeddings, persistent=False)
-        self.register_buffer("eot_indices", tokens.argmax(dim=-1), persistent=False)
-        self.text_length = int(self.eot_indices.max()) + 1
+        self.register_buffer("eot_indices", clip_model.pool_indices(tokens), persistent=False)
+        self.text_length = clip_model.text_length_needed(tokens)
         self.texts = list(texts)
 
     def forward(self):

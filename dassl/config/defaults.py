@@ -33,6 +33,9 @@ _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 # Interpolation used by every resize transform.
 _C.INPUT.INTERPOLATION = "bilinear"
+# Test-time resizing: "shortest" (shorter side to max(SIZE), then centre crop: Dassl's and CLIP's)
+# or "squash" (both sides to SIZE, aspect ratio not kept: SigLIP's preprocessing).
+_C.INPUT.RESIZE_MODE = "shortest"
 # Names of the transforms to apply (see dassl.data.transforms).
 _C.INPUT.TRANSFORMS = ()
 # True disables both train and test transforms.
@@ -137,6 +140,8 @@ _C.MODEL.BACKBONE.PRETRAINED = True
 # open_clip pretrained tag it was released under where the model's tags differ in preprocessing.
 _C.MODEL.BACKBONE.WEIGHTS = ""
 _C.MODEL.BACKBONE.TAG = ""
+# openclip: models whose text uses a Hugging Face tokenizer (SigLIP): the local folder of its files.
+_C.MODEL.BACKBONE.TOKENIZER = ""
 # Optional embedding head between backbone and classifier ("" = none).
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""

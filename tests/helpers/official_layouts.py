@@ -102,8 +102,9 @@ def official_bmip_checkpoint(ours, clip_model, depth, share_visual, share_text, 
             else:
                 state.update(_linear(f"prompt_learner.compound_prompt_projections_v.{j}", d_v, d_t, g))
             state.update(_linear(f"prompt_learner.compound_exchange_v.{j}", 2 * d_v, d_v, g))
-    n_blocks = len(clip_model.visual.transformer.resblocks)
-    for encoder in ("image_encoder", "text_encoder"):
+    blocks = {"image_encoder": len(clip_model.visual.transformer.resblocks),
+              "text_encoder": len(clip_model.transformer.resblocks)}  # 24 and 12 at ViT-L/14
+    for encoder, n_blocks in blocks.items():
         for i in range(n_blocks):
             for linear in (1, 2):
                 prefix = f"{encoder}.transformer.resblocks.{i}.learnable_linear{linear}"

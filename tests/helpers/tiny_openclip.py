@@ -32,7 +32,8 @@ def build_open_clip_model(config: dict, seed: int = 0):
         model = cls(**config)
         with torch.no_grad():  # biases and norms start at constants: make them informative
             for name, param in model.named_parameters():
-                if name.endswith(("bias", "ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight")):
+                if name.endswith(("bias", "ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "norm1.weight",
+                                  "norm2.weight", "norm.weight", "latent")):
                     param.add_(0.05 * torch.randn_like(param))
     finally:
         torch.random.set_rng_state(generator_state)
@@ -46,7 +47,7 @@ def save_open_clip_model(folder, config: dict, seed: int = 0, fmt: str = "bin", 
     ``fmt``: ``bin``/``pt`` (``torch.save``) or ``safetensors``; ``wrap="state_dict"`` stores the
     dict as open_clip's training checkpoints do (``{"state_dict": {"module." + key: ...}}``)."""
     os.makedirs(folder, exist_ok=True)
-    model = build_open_clip_model(config, seed)
+    model = build_small_trunk_model(config, seed)
     config_path = os.path.join(folder, f"{name}.json")
     with open(config_path, "w") as handle:
         json.dump(config, handle)
@@ -60,3 +61,56 @@ def save_open_clip_model(folder, config: dict, seed: int = 0, fmt: str = "bin", 
             state = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}
         torch.save(state, weights_path)
     return config_path, weights_path, model
+
+
+# A SigLIP at test scale: open_clip's ViT-B-16-SigLIP config (timm trunk vit_base_patch16_siglip_224:
+# no class token, attention pooling; bidirectional text pooled at the last position, projection
+# bias, logit bias), with the trunk built small (the same timm definition, other sizes; head width
+# 64 as in the named model) and a Hugging Face tokenizer trained here.
+WORDS = ("a photo of the an x itap bad cropped bright dark drawing close up rendition good small large clean "
+         "jpeg blurry black white satellite view aerial above from seen forest river sea or lake pasture annual "
+         "crop land herbaceous vegetation highway road industrial buildings permanent residential art sculpture "
+         "origami toy plastic sketch tattoo painting embroidered cartoon doodle low resolution pixelated weird "
+         "one my nice it this is red green blue circle square heart star triangle purple orange yellow cyan")
+# the tokenizer's vocabulary: <pad>, </s>, <unk> and the words
+TINY_VOCAB_SIZE = 3 + len(set(WORDS.split()))
+
+TINY_SIGLIP = {
+    "embed_dim": 64, "init_logit_bias": -10, "custom_text": True,
+    "vision_cfg": {"image_size": 32, "timm_model_name": "vit_base_patch16_siglip_224", "timm_model_pretrained": False,
+                   "timm_pool": "map", "timm_proj": "none"},
+    "text_cfg": {"context_length": 32, "vocab_size": TINY_VOCAB_SIZE, "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                 "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 64, "heads": 1, "layers": 12,
+                 "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+}
+TINY_SIGLIP_TRUNK = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 12, "num_heads": 1}
+
+
+def save_tiny_hf_tokenizer(folder) -> str:
+    """A word-level Hugging Face tokenizer (``<pad>`` 0, ``</s>`` 1 appended to every text, ``<unk>`` 2),
+    saved the way AutoTokenizer reads it; trained offline from a fixed word list."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in sorted(set(WORDS.split())):
+        vocab[word] = len(vocab)
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(str(folder))
+    return str(folder)
+
+
+def build_small_trunk_model(config: dict, seed: int = 0, trunk: Optional[dict] = None):
+    """:func:`build_open_clip_model`, with the timm trunk open_clip creates given other sizes."""
+    if not config["vision_cfg"].get("timm_model_name"):
+        return build_open_clip_model(config, seed)
+    from functools import partial
+    from unittest import mock
+
+    import timm
+
+    with mock.patch.object(timm, "create_model", partial(timm.create_model, **(trunk or TINY_SIGLIP_TRUNK))):
+        return build_open_clip_model(config, seed)

@@ -324,14 +324,19 @@ def _build_transform_test(cfg, choices):
     size = input_size_from_cfg(cfg)
     # Centre cropping is applied whether or not "center_crop" is listed, as current Dassl
     # does; CLIP's own preprocessing (resize shorter side, centre crop) is the same thing.
-    print(f"+ resize the smaller edge to {max(size)}")
-    print(f"+ {size[0]}x{size[1]} center crop")
+    # INPUT.RESIZE_MODE "squash" (SigLIP's preprocessing) resizes both sides instead, no crop.
+    mode = getattr(cfg.INPUT, "RESIZE_MODE", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ValueError(f"INPUT.RESIZE_MODE {mode!r} is not one of 'shortest', 'squash'")
+    if mode == "squash":
+        print(f"+ resize to {size[0]}x{size[1]} (aspect ratio not kept)")
+        steps = [Resize(size, interpolation=interpolation)]
+    else:
+        print(f"+ resize the smaller edge to {max(size)}")
+        print(f"+ {size[0]}x{size[1]} center crop")
+        steps = [Resize(max(size), interpolation=interpolation), CenterCrop(size)]
     print("+ to torch tensor of range [0, 1]")
-    steps = [
-        Resize(max(size), interpolation=interpolation),
-        CenterCrop(size),
-        ToTensor(),
-    ]
+    steps.append(ToTensor())
     steps += _normalization_steps(cfg, choices)
     if "instance_norm" in choices:
         print("+ instance normalization")
