@@ -182,6 +182,35 @@ def _opt_words(opts):
 
 
 # ------------------------------------------------------------------------------------ the runs
+# The sweep's method names -> the trainer folder under configs/trainers/ (for the epoch count).
+METHOD_TRAINERS = {
+    "zsclip": "CoOp", "coop": "CoOp", "cocoop": "CoCoOp", "vpt": "VPT", "language-prompting": "IVLP",
+    "independent-vlp": "IVLP", "maple": "MaPLe", "bmip": "BMIP", "bloom": "Bloom", "promptsrc": "PromptSRC",
+    "coprompt": "CoPrompt", "promptsrc-maple": "PromptSRC_MaPLe", "promptsrc-bmip": "PromptSRC_BMIP",
+    "promptsrc-bloom": "PromptSRC_Bloom", "coprompt-bmip": "CoPrompt_BMIP", "coprompt-bloom": "CoPrompt_Bloom",
+    "linear-probe": "LinearProbeCLIP",
+}
+
+
+def trained_epochs(method, cfg, opts):
+    """The epoch count the variant's runs train for when it is not the scripts' own (a config other than
+    the official one, or ``OPTIM.MAX_EPOCH`` among the overrides), else None. The test scripts load the
+    official epoch unless told otherwise, which a shortened config never writes."""
+    for key, value in reversed(opts):
+        if key == "OPTIM.MAX_EPOCH":
+            return int(value)
+    if not cfg or method not in METHOD_TRAINERS:
+        return None
+    path = REPO_ROOT / "configs" / "trainers" / METHOD_TRAINERS[method] / f"{cfg}.yaml"
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # the sweep itself reports a missing or broken config
+    epochs = (config.get("OPTIM") or {}).get("MAX_EPOCH")
+    return int(epochs) if isinstance(epochs, int) else None
+
+
 def variant_environment(spec, variant, args, base_env):
     """The environment of one variant's sweep (the launcher's RUN_VARIABLES and lists)."""
     env = dict(base_env)
@@ -215,6 +244,11 @@ def variant_environment(spec, variant, args, base_env):
         else:
             pairs.append(word)
     env["EXTRA_OPTS"] = " ".join(flag_args + pairs + _opt_words(variant.opts))
+    if "LOADEP" not in base_env:  # test the model the runs end with
+        opts = list(zip(pairs[::2], pairs[1::2])) + [(k, v) for k, v in variant.opts.items()]
+        epochs = trained_epochs(variant.method or spec.method, cfg, opts)
+        if epochs:
+            env["LOADEP"] = str(epochs)
     return env
 
 

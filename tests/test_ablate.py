@@ -168,9 +168,30 @@ def test_each_spec_runs_with_one_command_and_writes_its_table_and_plot(tmp_path,
         assert (folder / "table.md").read_text().splitlines() == table
 
 
+def test_the_tests_load_the_epoch_the_runs_end_with():
+    """A config other than the official one (or an OPTIM.MAX_EPOCH override) trains for another number of
+    epochs than the test scripts' official LOADEP: the sweep is told which epoch to load."""
+    from types import SimpleNamespace
+
+    spec = ablate.load_spec("bmip_table5")
+    variants = {v.label: v for v in spec.variants}
+
+    def env_of(label, cfg="", overrides=(), base=None):
+        args = SimpleNamespace(output_dir="/o", root="/d", datasets=["minishapes"], seeds=[1], cfg=cfg,
+                               overrides=list(overrides))
+        return ablate.variant_environment(spec, variants[label], args, base or {})
+
+    assert env_of("BMIP", "mini_clip")["LOADEP"] == "10"      # configs/trainers/BMIP/mini_clip.yaml
+    assert env_of("CoCoOp", "mini_clip")["LOADEP"] == "10"    # the variant's own method's config
+    assert env_of("MaPLe", "mini_clip", ["OPTIM.MAX_EPOCH", "3"])["LOADEP"] == "3"
+    assert "LOADEP" not in env_of("BMIP")                      # official config: the scripts' own epoch
+    assert env_of("BMIP", "mini_clip", base={"LOADEP": "7"})["LOADEP"] == "7"  # the user's own wins
+
+
 @pytest.mark.slow
 def test_a_spec_runs_for_real_on_the_tiny_clip(tmp_path, eurosat_root, tiny_clip_path):
-    env = dict(os.environ, **train_server_env(), SHOTS="2", LOADEP="1")
+    env = dict(os.environ, **train_server_env(), SHOTS="2")  # LOADEP from OPTIM.MAX_EPOCH 1 below
+    env.pop("LOADEP", None)
     out = tmp_path / "out"
     proc = run_ablate(tmp_path, env, "bloom_direction", "--root", eurosat_root, "--output-dir", out,
                       "--datasets", "eurosat", "--seeds", "1", "--variants", "both", "V->L only",
