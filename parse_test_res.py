@@ -1094,7 +1094,7 @@ def format_cell(cell: Union[str, Cell], show_std: bool = False, fmt: str = "mark
     if cell.missing:
         return GAP
     text = f"{cell.mean:.2f}"
-    if show_std and cell.spread is not None:
+    if show_std and cell.spread is not None and cell.num_runs != 1:  # one run has no spread to show
         plus_minus = r" $\pm$ " if fmt == "latex" else " ± "
         text += f"{plus_minus}{cell.spread:.2f}"
     return text
