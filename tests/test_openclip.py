@@ -130,13 +130,14 @@ def test_siglip_needs_its_tokenizer_files(tiny_siglip, tmp_path):
 
 @pytest.mark.parametrize("family", ["native", "siglip"])
 def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path, tiny_siglip, hf_tokenizer, family):
-    """Replacing appended vision tokens in every block through the hook changes the output of every
-    block after it: prompts inserted at layer i are read by layers i..end."""
+    """Replacing the prompt positions in any block through the hook changes the features: prompts at
+    layer i are read by layers i..end, in both towers, on both families."""
     if family == "native":
         json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
     else:
         json_path, weights, _ = tiny_siglip
-    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights, tokenizer=hf_tokenizer if family == "siglip" else None)
+    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights,
+                         tokenizer=hf_tokenizer if family == "siglip" else None)
     images = torch.randn(2, 3, 32, 32)
     width = model.vision_width
     prompts = torch.zeros(2, width)
@@ -144,11 +145,29 @@ def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path, tiny_sig
     for layer in range(model.visual.transformer.layers):
         def deep(i, x, block, layer=layer):
             if i == layer:
-                x = torch.cat([x[:, :-2], torch.randn(x[:, -2:].shape, generator=torch.Generator().manual_seed(i))], dim=1)
+                noise = torch.randn(x[:, -2:].shape, generator=torch.Generator().manual_seed(i))
+                x = torch.cat([x[:, :-2], noise], dim=1)
             return block(x)
         with torch.no_grad():
             changed = model.encode_image(images, prompts=prompts, hook=deep)
         assert (changed - base).abs().max() > 1e-4, layer
+    # text: the context positions (after the start token on CLIP, from position 0 on SigLIP), at
+    # every layer, reach the pooled feature (the end token under the causal mask, the last position
+    # without it)
+    tokens = model.text_tokenizer.tokenize(["x x a photo of a forest"])
+    start = model.text_tokenizer.prefix_length
+    embeddings = model.token_embedding(tokens)
+    pooled = model.pool_indices(tokens)
+    with torch.no_grad():
+        base = model.encode_text_embeddings(embeddings, pooled)
+        for layer in range(model.transformer.layers):
+            def deep_text(i, x, block, layer=layer):
+                if i == layer:
+                    noise = torch.randn(x[:, start:start + 2].shape, generator=torch.Generator().manual_seed(i))
+                    x = torch.cat([x[:, :start], noise, x[:, start + 2:]], dim=1)
+                return block(x)
+            changed = model.encode_text_embeddings(embeddings, pooled, hook=deep_text)
+            assert (changed - base).abs().max() > 1e-4, ("text", layer)
 
 
 def test_open_clip_names_give_their_architectures():
