@@ -23,8 +23,8 @@ from .model import CLIP, build_model
 __all__ = ["available_models", "load", "download", "default_cache_dir", "make_preprocess",
            "read_state_dict", "CLIP_MEAN", "CLIP_STD", "MODEL_URLS", "BUNDLED_MODELS"]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = openclip.OPENAI_PREPROCESS["mean"]
+CLIP_STD = openclip.OPENAI_PREPROCESS["std"]
 
 _URL_ROOT = "https://openaipublic.azureedge.net/clip/models"
 # The second-to-last path component of every URL is the file's SHA256.

@@ -27,6 +27,7 @@ __all__ = ["PREFIX", "is_openclip_name", "config_dir", "read_config", "clip_argu
 
 PREFIX = "openclip:"
 
+# OpenAI CLIP's preprocessing, open_clip's default (clip.CLIP_MEAN / CLIP_STD are these).
 OPENAI_PREPROCESS = {
     "mean": (0.48145466, 0.4578275, 0.40821073),
     "std": (0.26862954, 0.26130258, 0.27577711),

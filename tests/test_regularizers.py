@@ -283,10 +283,17 @@ def test_official_promptsrc_checkpoint_drops_the_frozen_teacher(clip_model):
             p.normal_()
     official = official_ivlp_checkpoint(trained.ctx, trained.vision.vision_ctx, list(trained.deep_text_prompts),
                                         list(trained.vision.deep_vision_prompts), clip_model, 2, len(CLASSNAMES))
+    assert_promptsrc_checkpoint_loads("PromptSRC", cfg, trained, IndependentVLPromptLearner(cfg, CLASSNAMES, clip_model),
+                                      official, clip_model)
+
+
+def assert_promptsrc_checkpoint_loads(name, cfg, trained, fresh, official, clip_model):
+    """``official`` plus PromptSRC's own frozen copy of the image encoder (``ZS_image_encoder``), loaded
+    the way --model-dir does, gives ``fresh`` exactly ``trained``'s tensors."""
+    official = dict(official)
     official.update({f"prompt_learner.ZS_image_encoder.{k[len('image_encoder.'):]}": v
                      for k, v in frozen_clip_keys(clip_model).items() if k.startswith("image_encoder.")})
-    fresh = IndependentVLPromptLearner(cfg, CLASSNAMES, clip_model)
-    trainer, registered = _loader("PromptSRC", cfg, fresh)
+    trainer, registered = _loader(name, cfg, fresh)
     trainer._load_weights_into(registered, official, "VLPromptLearner/model.pth.tar-20")
     for key, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
@@ -305,13 +312,8 @@ def test_official_promptsrc_bmip_checkpoint_loads(clip_model):
     official = official_bmip_checkpoint(trained.state_dict(), clip_model, 4, True, True, 2, len(CLASSNAMES))
     official = {k: v for k, v in official.items() if "exchange" not in k}  # PromptSRC_BMIP has no exchange layers
     official["prompt_learner.ctx"] = torch.randn(2, clip_model.text_width)  # its dead copy of the initial context
-    official.update({f"prompt_learner.ZS_image_encoder.{k[len('image_encoder.'):]}": v
-                     for k, v in frozen_clip_keys(clip_model).items() if k.startswith("image_encoder.")})
-    fresh = BMIPPromptLearner(cfg, CLASSNAMES, clip_model)
-    trainer, registered = _loader("PromptSRC_BMIP", cfg, fresh)
-    trainer._load_weights_into(registered, official, "VLPromptLearner/model.pth.tar-20")
-    for key, value in trained.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
+    assert_promptsrc_checkpoint_loads("PromptSRC_BMIP", cfg, trained, BMIPPromptLearner(cfg, CLASSNAMES, clip_model),
+                                      official, clip_model)
 
 
 def test_official_coprompt_checkpoint_loads_prompts_and_adapters(clip_model):

@@ -124,11 +124,13 @@ def apply_backbone_preprocessing(cfg):
     if wanted["resize_mode"] not in ("shortest", "squash"):
         raise ValueError(f"MODEL.BACKBONE.NAME {name}: resize mode {wanted['resize_mode']!r} of its open_clip "
                          f"preprocessing is not supported by the data pipeline (INPUT.RESIZE_MODE shortest, squash)")
-    openai = clip.openclip.OPENAI_PREPROCESS
+    from dassl.config import get_cfg_default
+
+    openai, dassl = clip.openclip.OPENAI_PREPROCESS, get_cfg_default().INPUT
     inherited = {
-        "SIZE": ((224, 224),), "PIXEL_MEAN": ((0.485, 0.456, 0.406), tuple(openai["mean"])),
-        "PIXEL_STD": ((0.229, 0.224, 0.225), tuple(openai["std"])), "INTERPOLATION": ("bilinear", "bicubic"),
-        "RESIZE_MODE": ("shortest",),
+        "SIZE": (tuple(dassl.SIZE),), "PIXEL_MEAN": (tuple(dassl.PIXEL_MEAN), tuple(openai["mean"])),
+        "PIXEL_STD": (tuple(dassl.PIXEL_STD), tuple(openai["std"])),
+        "INTERPOLATION": (dassl.INTERPOLATION, openai["interpolation"]), "RESIZE_MODE": (dassl.RESIZE_MODE,),
     }
     target = {"SIZE": (wanted["size"], wanted["size"]), "PIXEL_MEAN": tuple(wanted["mean"]),
               "PIXEL_STD": tuple(wanted["std"]), "INTERPOLATION": wanted["interpolation"],
