@@ -27,6 +27,27 @@ LayerHook = Callable[[int, torch.Tensor, nn.Module], torch.Tensor]
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Fused attention that also returns each query's log-sum-exp of scaled scores, for inference.
+
+    ``(output (N, H, Lq, Dh) in q's dtype, logsumexp (N, H, Lq) in float32)``, or ``None`` where no
+    fused kernel exposes the normaliser (then the caller takes its plain path). No mask, no
+    dropout, no gradient through the log-sum-exp: only for code under ``torch.no_grad``. The
+    kernels are PyTorch's own (the ones ``scaled_dot_product_attention`` dispatches to), reached by
+    their operator names since the public function does not return the normaliser.
+    """
+    try:
+        if q.device.type == "cpu":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+        elif q.device.type == "cuda":
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
+        else:
+            return None
+    except (RuntimeError, AttributeError, NotImplementedError):  # kernel absent or inputs it refuses
+        return None
+    return out, lse[..., :q.shape[-2]].float()  # the CUDA kernel may pad the query axis
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 and cast back to the input dtype.
 
@@ -130,7 +151,11 @@ class ResidualAttentionBlock(nn.Module):
         """
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         batch, _, length, _ = attended.shape
-        attended = attended.transpose(1, 2).reshape(batch, length, self.d_model)
+        return self.finish_attended(x, attended.transpose(1, 2).reshape(batch, length, self.d_model))
+
+    def finish_attended(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the block once its attention output is known: ``attended`` (N, L, D), heads
+        merged, goes through the output projection into the residual, then the MLP residual."""
         x = x + self.attn.out_proj(attended)
         return x + self.mlp(self.ln_2(x))
 

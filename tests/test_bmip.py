@@ -241,27 +241,71 @@ def test_shared_visual_prompt_modes(clip_model):
     torch.testing.assert_close(alias.compound_prompts_visual[0].detach(), start - 0.1 * sum(grads))
 
 
-def test_one_attention_per_block_and_fused_read_outs_only(clip_model, monkeypatch):
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_attention_calls_per_block(clip_model, monkeypatch, grad):
+    """No attention-probability matrix anywhere, and one attention pass per block at inference."""
+    import trainers.bmip as bmip_module
     learner = BMIPPromptLearner(bmip_cfg(), CLASSNAMES, clip_model)
-    calls = []
-    real = F.scaled_dot_product_attention
+    calls, lse_calls = [], []
+    real, real_lse = F.scaled_dot_product_attention, bmip_module.attention_with_lse
 
     def spy(q, k, v, *args, **kwargs):
         calls.append((q.shape[2], k.shape[2], v.shape[-1], kwargs.get("need_weights")))
         return real(q, k, v, *args, **kwargs)
 
+    def spy_lse(q, k, v):
+        lse_calls.append((q.shape[2], k.shape[2], v.shape[-1]))
+        return real_lse(q, k, v)
+
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    with torch.no_grad():
+    monkeypatch.setattr(bmip_module, "attention_with_lse", spy_lse)
+    with torch.set_grad_enabled(grad):
         PromptedCLIP(clip_model, learner)(images(2, seed=9))
     head_dim = clip_model.visual.transformer.resblocks[0].head_dim
-    full = [c for c in calls if c[0] == c[1]]
-    read_outs = [c for c in calls if c[0] != c[1]]
-    # 12 vision + 12 text blocks attend once each over their whole sequence ...
-    assert len(full) == 24
-    # ... and the 8 deep vision layers read the attention their old prompts receive with one
-    # fused call over the non-prompt queries (official text weight: no attention needed)
     n_vision = clip_model.visual.positional_embedding.shape[0] + 2
-    assert read_outs == [(n_vision - 2, n_vision, head_dim, None)] * 8
+    full = [c for c in calls if c[0] == c[1]]
+    partial = [c for c in calls if c[0] != c[1]]
+    if grad:
+        # 12 vision + 12 text blocks attend once each over their whole sequence, and the 8 deep
+        # vision layers read the attention their old prompts receive with one no-grad fused call
+        # over the non-prompt queries (official text weight: no attention needed)
+        assert len(full) == 24 and not lse_calls
+        assert partial == [(n_vision - 2, n_vision, head_dim, None)] * 8
+    else:
+        # the 8 deep vision layers: one pass of every query over the non-prompt keys, shared by
+        # the read-out and the block, plus the 2 new prompt queries over all keys
+        assert len(full) == 4 + 12
+        assert lse_calls == [(n_vision, n_vision - 2, head_dim)] * 8
+        assert partial == [(2, n_vision, head_dim, None)] * 8
+
+
+@pytest.mark.parametrize("vision_weight", ["batch_mean", "per_sample"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_pass_inference_equals_the_two_pass_path(clip_model, monkeypatch, vision_weight, dtype):
+    """The inference path (read-out and block sharing one attention pass) against the training
+    path's two passes, on the same weights: same logits, same recorded weights."""
+    import trainers.bmip as bmip_module
+    torch.manual_seed(4)
+    learner = BMIPPromptLearner(bmip_cfg(VISION_WEIGHT=vision_weight), CLASSNAMES, clip_model)
+    with torch.no_grad():
+        for p in learner.compound_prompts_visual:
+            p.add_(torch.randn_like(p) * 0.5)
+        learner.vision_gates.weight.mul_(30)
+    model = PromptedCLIP(clip_model, learner)
+    x = images(3, seed=5)
+
+    def run(bf16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(x).float()
+
+    reference, one_pass = run(False), run(dtype == torch.bfloat16)
+    monkeypatch.setattr(bmip_module, "attention_with_lse", lambda q, k, v: None)  # no kernel: two passes
+    two_pass = run(dtype == torch.bfloat16)
+    if dtype == torch.float32:
+        torch.testing.assert_close(one_pass, two_pass, rtol=1e-5, atol=1e-5)
+    else:  # bf16 autocast: the one-pass path rounds no worse than the two-pass one
+        one_err, two_err = ((y - reference).abs().max().item() for y in (one_pass, two_pass))
+        assert 0 < one_err <= 2 * two_err + 0.02, (one_err, two_err)
 
 
 def test_official_checkpoint_keys_map_to_ours(clip_model):

@@ -454,3 +454,18 @@ def test_simple_tokenizer_compat_module():
     assert len(ids) == 2
     assert tokenizer.decode(ids).strip() == "golden retriever"
     assert tokenizer.encoder["cat</w>"] == 2368
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_with_lse_returns_the_attention_and_its_normaliser(dtype):
+    from clip.model import attention_with_lse
+
+    g = torch.Generator().manual_seed(0)
+    qkv = (torch.randn(2, 5, 3, 4, 16, generator=g) * 3).to(dtype)  # (N, L, 3, H, Dh) as project() lays it out
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, like split_heads'
+    out, lse = attention_with_lse(q, k, v)
+    assert out.dtype == dtype and lse.dtype == torch.float32 and lse.shape == (2, 4, 5)
+    scores = (q.float() @ k.float().transpose(-2, -1)) / 4.0
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=tol, atol=tol)
+    torch.testing.assert_close(out.float(), scores.softmax(-1) @ v.float(), rtol=tol, atol=tol)

@@ -454,3 +454,41 @@ def test_vit_l14_sizes_every_coupling_layer_from_the_model():
     assert n_params(maple) == 2 * 768 + 9 * (768 * 1024 + 1024) + 8 * 2 * 768 == 7_100_928
     assert n_params(BMIPPromptLearner(make_cfg(share=True), CLASSNAMES, model)) == 2_392_343
     assert n_params(BloomPromptLearner(make_cfg(), CLASSNAMES, model)) == 2_818_608
+
+
+@pytest.mark.parametrize("family", ["native", "siglip"])
+def test_bmip_inference_shares_one_attention_pass_on_every_family(tmp_path, tiny_siglip, hf_tokenizer, monkeypatch,
+                                                                   family):
+    """BMIP's inference path (read-out and block from one attention pass) equals its two-pass path with
+    and without a class token (SigLIP's patches are all non-prompt queries)."""
+    import trainers.bmip as bmip_module
+    from tests.helpers.methods import CLASSNAMES, make_cfg
+    from trainers.base import PromptedCLIP
+
+    if family == "native":
+        json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
+    else:
+        json_path, weights, _ = tiny_siglip
+    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights,
+                         tokenizer=hf_tokenizer if family == "siglip" else None)
+    torch.manual_seed(3)
+    depth = min(model.visual.transformer.layers, model.transformer.layers)
+    cfg = make_cfg(share=True, BMIP={"PROMPT_DEPTH": depth, "VISION_WEIGHT": "per_sample"})
+    learner = bmip_module.BMIPPromptLearner(cfg, CLASSNAMES, model)
+    with torch.no_grad():
+        for p in learner.compound_prompts_visual:
+            p.add_(torch.randn_like(p))
+        learner.vision_gates.weight.mul_(30)
+    prompted = PromptedCLIP(model, learner)
+    size = model.visual.input_resolution
+    images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    calls = []
+    real = bmip_module.attention_with_lse
+    monkeypatch.setattr(bmip_module, "attention_with_lse", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        one_pass = prompted(images)
+    assert len(calls) == depth - 1
+    monkeypatch.setattr(bmip_module, "attention_with_lse", lambda *a: None)
+    with torch.no_grad():
+        two_pass = prompted(images)
+    torch.testing.assert_close(one_pass, two_pass, rtol=1e-5, atol=1e-5)

@@ -22,6 +22,8 @@ from yacs.config import CfgNode as CN
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import distributed as dist_utils
 
+from clip.model import attention_with_lse
+
 from .base import ClipPromptTrainer, PromptSet
 from .prompting import ClassPromptTemplate, DeepPromptHook, init_text_context, normal_prompts, require_vit, splice_prompts
 
@@ -70,7 +72,8 @@ class AttentionWeightedHook:
     current input once, reads the attention the prompt tokens receive (only when
     the weight depends on it), forms ``w * local + (1 - w) * foreign``, projects
     just the new prompt rows, splices them into x, q, k, v and finishes the
-    block with its fused attention.
+    block with its fused attention. At inference the vision read-out and the
+    block share one attention pass (:meth:`evaluate_vision`).
     """
 
     def __init__(self, local, foreign, gate, where, weight_mode, eot_indices=None, recorder=None,
@@ -104,9 +107,19 @@ class AttentionWeightedHook:
             self.record(j, w, p)
             return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where, self.start))
         projected = block.project(x)
-        q, k, _ = block.split_heads(projected)
+        q, k, v = block.split_heads(projected)
+        if self.where == "vision" and not torch.is_grad_enabled():
+            fused = attention_with_lse(q, k[:, :, :-p], v[:, :, :-p])
+            if fused is not None:
+                return self.evaluate_vision(x, block, projected, local, foreign, j, p, *fused)
         att = attention_to_prompts(q, k, p, self.where, self.eot_indices, self.start,
                                    block.causal).to(local.dtype)  # (N, P)
+        x, projected = self.aggregate(x, block, projected, local, foreign, j, p, att)
+        return block.finish(x, *block.split_heads(projected))
+
+    def aggregate(self, x, block, projected, local, foreign, j, p, att):
+        """Form layer j+1's prompts from the attention ``att`` (N, P) they received and splice them
+        into ``x`` and, projected, into ``projected`` (in place)."""
         if self.weight_mode == "batch_mean":  # official: one weight per prompt token for the whole batch
             if self.mean_across_ranks:
                 totals = dist_utils.all_reduce(torch.cat([att.sum(dim=0), att.new_tensor([att.shape[0]])]))
@@ -122,7 +135,36 @@ class AttentionWeightedHook:
         # ln_1 keep all of the spliced x alive for the backward) and write them over the old
         # rows in place, so no full-size q, k, v is assembled in the forward or the backward.
         projected[:, rows] = block.project(x[:, rows].clone())
-        return block.finish(x, *block.split_heads(projected))
+        return x, projected
+
+    def evaluate_vision(self, x, block, projected, local, foreign, j, p, attended, lse):
+        """The vision layer with one attention pass (inference only).
+
+        ``attended``, ``lse``: every query over the non-prompt keys, with each row's log-sum-exp.
+        That pass is shared by the read-out and the block: the probability an old prompt key
+        receives, and the block's attention over the new prompt keys, differ from it only by
+        the P prompt columns, which are scored directly and merged in through the normalisers.
+        The P prompt rows, whose queries change with the new prompts, attend again (P rows).
+        Equal to the two-pass path up to float rounding; no (L x L) matrix is written.
+        """
+        n_rest = x.shape[1] - p
+        scale = 1.0 / math.sqrt(block.head_dim)
+        q, k, _ = block.split_heads(projected)
+        q_rest = q[:, :, :n_rest].contiguous()  # scored twice against P keys
+        lse = lse[:, :, :n_rest]
+        old_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float() * scale  # (N, H, R, P)
+        log_z = torch.logaddexp(lse, torch.logsumexp(old_scores, dim=-1))
+        att = torch.exp(old_scores - log_z.unsqueeze(-1)).mean(dim=(1, 2)).to(local.dtype)  # (N, P)
+        x, projected = self.aggregate(x, block, projected, local, foreign, j, p, att)
+        q, k, v = block.split_heads(projected)  # the prompt rows are the new ones now
+        new_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float() * scale
+        log_z = torch.logaddexp(lse, torch.logsumexp(new_scores, dim=-1))
+        rest = attended[:, :, :n_rest]  # rescaled to the new normaliser, plus the new prompt columns
+        to_new = torch.matmul(torch.exp(new_scores - log_z.unsqueeze(-1)).to(v.dtype), v[:, :, n_rest:])
+        torch.addcmul(to_new, rest, torch.exp(lse - log_z).unsqueeze(-1).to(rest.dtype), out=rest)
+        attended[:, :, n_rest:] = F.scaled_dot_product_attention(q[:, :, n_rest:], k, v)
+        batch, _, length, _ = attended.shape
+        return block.finish_attended(x, attended.transpose(1, 2).reshape(batch, length, block.d_model))
 
 
 class Gates(nn.Module):
