@@ -10,7 +10,6 @@ trailing ``KEY VALUE`` pairs.
 Launched by ``torchrun --nproc_per_node=N train.py ...`` it trains data-parallel
 (DistributedDataParallel; see "Several GPUs (torchrun)" in docs/RUN.md).
 """
-import argparse
 import difflib
 import os
 import sys
@@ -21,7 +20,7 @@ import torch
 
 import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from dassl.config import get_cfg_default
+from dassl.config import get_cfg_default, run_args
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.trainer import select_device
 from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
@@ -212,6 +211,7 @@ def main(args):
     print(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
+    trainer.run_arguments = run_args.defining_arguments(args)  # recorded in results.json
     _CURRENT_RUN["trainer"] = trainer
     if args.eval_only:
         trained = [n for n in trainer.get_model_names() if trainer._optims[n] is not None]
@@ -231,35 +231,8 @@ def main(args):
 
 
 def build_parser():
-    """The CoOp/MaPLe/BMIP command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=str, default="", help="path to the datasets folder")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument("--resume", type=str, default="",
-                        help="checkpoint directory from which training resumes")
-    parser.add_argument("--seed", type=int, default=-1, help="only a value >= 0 fixes the seed")
-    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
-    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
-    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    parser.add_argument("--config-file", type=str, default="", help="method config file")
-    parser.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
-    parser.add_argument("--trainer", type=str, default="", help="name of the trainer")
-    parser.add_argument("--backbone", type=str, default="", help="CLIP backbone name or checkpoint path")
-    parser.add_argument("--head", type=str, default="", help="name of head")
-    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
-    parser.add_argument("--model-dir", type=str, default="",
-                        help="load the model from this directory for --eval-only")
-    parser.add_argument("--load-epoch", type=int, help="load the weights of this epoch for evaluation")
-    parser.add_argument("--best", action="store_true",
-                        help="with --eval-only: load model-best.pth.tar from --model-dir")
-    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    parser.add_argument("--device", type=str, default="", help="cpu, cuda, cuda:1, ... (default: auto)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic GPU kernels (sets DETERMINISTIC; slower on a GPU)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks for input errors")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="modify config options with KEY VALUE pairs")
-    return parser
+    """The CoOp/MaPLe/BMIP command line (defined in :mod:`dassl.config.run_args`)."""
+    return run_args.build_parser(__doc__.splitlines()[0])
 
 
 # Errors caused by what the user gave us: reported as one line, exit code 2.

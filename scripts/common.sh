@@ -96,21 +96,11 @@ require_config() {
     fi
 }
 
-# True (and says so) when DIR already holds a finished run, so sweeps can be restarted.
-results_exist() {
-    local dir=$1
-    if [ -f "$dir/results.json" ]; then
-        echo "Results are available in $dir. Skip this job"
-        return 0
-    fi
-    return 1
-}
-
-# Run train.py. Arguments before "--" are named flags, after it KEY VALUE config opts.
-# EXTRA_OPTS goes between the two: train.py takes every word after the first KEY as a
-# config opt, so flags such as "--device cpu" must come before the KEY VALUE pairs.
-# Usage: run_train --root R ... -- KEY VALUE ...
-run_train() {
+# Set TRAIN_ARGS to train.py's arguments: the named flags before "--", then EXTRA_OPTS, then the
+# KEY VALUE config opts after "--". EXTRA_OPTS goes between the two: train.py takes every word after
+# the first KEY as a config opt, so flags such as "--device cpu" must come before the KEY VALUE pairs.
+# Usage: train_args --root R ... -- KEY VALUE ...
+train_args() {
     local flags=() opts=() extra=()
     while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
         flags+=("$1")
@@ -119,7 +109,28 @@ run_train() {
     [ "$#" -gt 0 ] && shift
     opts=("$@")
     read -r -a extra <<< "${EXTRA_OPTS:-}"
-    "${PYTHON:-python}" train.py "${flags[@]}" ${extra[@]+"${extra[@]}"} ${opts[@]+"${opts[@]}"}
+    TRAIN_ARGS=(${flags[@]+"${flags[@]}"} ${extra[@]+"${extra[@]}"} ${opts[@]+"${opts[@]}"})
+}
+
+# True (and says so) when DIR already holds a finished run of TRAIN_ARGS (set by train_args), so
+# sweeps can be restarted. A finished run of other arguments (another EXTRA_OPTS, LOADEP or
+# backbone into the same OUTPUT) stops the script with a one-line error: its results would
+# otherwise stand in for this run's. The comparison (scripts/finished_run.py) needs no torch.
+# Usage: finished_run DIR
+finished_run() {
+    local dir=$1 status=0
+    [ -f "$dir/results.json" ] || return 1
+    "${PYTHON:-python}" "$COMMON_SH_DIR/finished_run.py" "${TRAIN_ARGS[@]}" || status=$?
+    case "$status" in
+        0) return 0 ;;
+        1) return 1 ;;
+        *) exit "$status" ;;
+    esac
+}
+
+# Run train.py with TRAIN_ARGS (set by train_args).
+run_train_args() {
+    "${PYTHON:-python}" train.py "${TRAIN_ARGS[@]}"
 }
 
 # --- base-to-novel and cross-dataset protocols (MaPLe-style scripts: one DATASET and SEED per call) ---
@@ -211,9 +222,6 @@ run_base2new_train() {
 train_into() {
     local dir=$1 trainer=$2 cfg=$3 dataset=$4 seed=$5
     shift 5
-    if results_exist "$dir"; then
-        return 0
-    fi
     local flags=()
     while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
         flags+=("$1")
@@ -221,7 +229,9 @@ train_into() {
     done
     [ "$#" -gt 0 ] && shift  # the "--"
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" ${flags[@]+"${flags[@]}"} -- DATASET.NUM_SHOTS "$SHOTS" "$@"
+    train_args "${PROTOCOL_FLAGS[@]}" ${flags[@]+"${flags[@]}"} -- DATASET.NUM_SHOTS "$SHOTS" "$@"
+    finished_run "$dir" && return 0
+    run_train_args
 }
 
 # Base-to-novel, step 2: evaluate the step-1 model of epoch LOADEP on the SUB classes (default new), into
@@ -254,12 +264,11 @@ run_base2new_test() {
 evaluate_into() {
     local dir=$1 model_dir=$2 hint=$3 load_epoch=$4 trainer=$5 cfg=$6 dataset=$7 seed=$8
     shift 8
-    if results_exist "$dir"; then
-        return 0
-    fi
-    require_model_dir "$model_dir" "$hint"
     protocol_flags "$trainer" "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only -- "$@"
+    train_args "${PROTOCOL_FLAGS[@]}" --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only -- "$@"
+    finished_run "$dir" && return 0
+    require_model_dir "$model_dir" "$hint"
+    run_train_args
 }
 
 # Cross-dataset, step 1: train on all classes of DATASET (ImageNet in the papers) with SHOTS images per
@@ -427,11 +436,10 @@ run_fewshot() {
 run_zeroshot_eval() {
     local cfg=$1 dataset=$2 seed=$3 dir=$4
     shift 4
-    if results_exist "$dir"; then
-        return 0
-    fi
     protocol_flags ZeroshotCLIP "$cfg" "$dataset" "$seed" "$dir"
-    run_train "${PROTOCOL_FLAGS[@]}" --eval-only -- "$@"
+    train_args "${PROTOCOL_FLAGS[@]}" --eval-only -- "$@"
+    finished_run "$dir" && return 0
+    run_train_args
 }
 
 # Zero-shot CLIP in the base-to-novel layout, so it sits in the same tables as the trained methods:

@@ -42,7 +42,7 @@ from pathlib import Path
 SCRIPTS_DIR = Path(__file__).resolve().parent
 # Variables of scripts/common.sh a job passes on to the per-run scripts.
 RUN_VARIABLES = ("DATA", "OUTPUT", "CFG", "SHOTS", "LOADEP", "EXTRA_OPTS", "PYTHON", "SOURCE_DATASET")
-# What a per-run script prints when it skips a finished run (common.sh's results_exist).
+# What a per-run script prints when it skips a finished run (common.sh's finished_run).
 SKIP_MESSAGE = "Skip this job"
 # train.py's exit status when another live run holds the output dir (dassl/utils/run_lock.py; the
 # launcher does not import the engine, which would cost every job torch's start-up).

@@ -133,6 +133,46 @@ def test_finished_runs_are_skipped(repo, env, tmp_path):
     assert len(recorded_calls(env)) == 2
 
 
+def test_a_finished_run_of_other_arguments_is_not_taken_for_this_one(repo, env, tmp_path):
+    """A sweep rerun into the same OUTPUT with another backbone (EXTRA_OPTS) or another LOADEP stops
+    with one line naming what differs, and the finished results stay; settings that only say where
+    or how a run executes may differ (those runs are skipped)."""
+    train_dir, test_dir = base2new_dirs("eurosat", 1)
+    for script in ("base2new_train_bmip.sh", "base2new_test_bmip.sh"):
+        assert run_script(repo, f"bmip/{script}", ["eurosat", "1"], env, tmp_path).returncode == 0
+    saved = {d: (repo / d / "results.json").read_bytes() for d in (train_dir, test_dir)}
+
+    run_only = dict(env, EXTRA_OPTS="--device cpu DATALOADER.NUM_WORKERS 2 TRAIN.PRINT_FREQ 5")
+    again = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "1", "cpu"], run_only, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"Results are available in {train_dir}. Skip this job" in again.stdout
+
+    other_backbone = dict(env, EXTRA_OPTS="MODEL.BACKBONE.NAME openclip:ViT-B-16 MODEL.BACKBONE.WEIGHTS w.bin")
+    proc = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "1"], other_backbone, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {train_dir} holds a finished run of other arguments (MODEL.BACKBONE.NAME: <unset> -> "
+        "openclip:ViT-B-16; MODEL.BACKBONE.WEIGHTS: <unset> -> w.bin); set another OUTPUT, or move that dir "
+        "away to rerun"]
+
+    proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "1"], dict(env, LOADEP="3"), tmp_path)
+    assert proc.returncode == 2
+    assert "(--best: True -> False; --load-epoch: 5 -> 3)" in proc.stderr
+    assert len(recorded_calls(env)) == 2  # nothing ran again
+    assert {d: (repo / d / "results.json").read_bytes() for d in (train_dir, test_dir)} == saved
+
+
+def test_finished_runs_of_before_the_arguments_were_recorded_are_skipped(repo, env, tmp_path):
+    train_dir, _ = base2new_dirs("eurosat", 1)
+    (repo / train_dir).mkdir(parents=True)
+    (repo / train_dir / "results.json").write_text('{"complete": true, "metrics": {"accuracy": 1.0}}')
+    proc = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "1"],
+                      dict(env, EXTRA_OPTS="OPTIM.MAX_EPOCH 1"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Results are available in {train_dir}. Skip this job" in proc.stdout
+    assert recorded_calls(env) == []
+
+
 def test_base2new_test_needs_the_trained_model(repo, env, tmp_path):
     train_dir, _ = base2new_dirs("eurosat", 1)
     proc = run_script(repo, "bmip/base2new_test_bmip.sh", ["eurosat", "1"], env, tmp_path)

@@ -72,6 +72,35 @@ def test_coop_last_step_writes_dassl_outputs(coop_last):
     assert tuple(ckpt["state_dict"]["ctx"].shape)[0] == 4
 
 
+def test_results_record_the_arguments_a_rerun_is_checked_against(coop_last, eurosat_root, tiny_clip_path):
+    """results.json keeps the arguments that define the run; scripts/finished_run.py (what the
+    sweep scripts ask before skipping) accepts the same run, or one that only moved or changed
+    device, and refuses one of other settings with the differences named."""
+    args = [str(a) for a in coop_args(eurosat_root, tiny_clip_path, coop_last, "TRAIN.CHECKPOINT_FREQ", 1)]
+    recorded = read_results(coop_last)["arguments"]
+    assert recorded["trainer"] == "CoOp" and recorded["seed"] == 1 and recorded["backbone"] == tiny_clip_path
+    assert recorded["opts"] == {"DATASET.NUM_SHOTS": "4", "TRAINER.COOP.N_CTX": "4", "TRAINER.COOP.PREC": "fp32",
+                                "TEST.FINAL_MODEL": "last_step"}  # TRAIN.CHECKPOINT_FREQ is run-only
+    assert "root" not in recorded and "device" not in recorded and "output_dir" not in recorded
+
+    def check(argv):
+        return subprocess.run([sys.executable, str(REPO / "scripts/finished_run.py"), *argv],
+                              capture_output=True, text=True, cwd=REPO)
+
+    same = check(args)
+    assert same.returncode == 0 and same.stdout.strip() == f"Results are available in {coop_last}. Skip this job"
+    moved = [a if a != eurosat_root else "/elsewhere" for a in args]
+    moved[moved.index("--device") + 1] = "cuda"
+    assert check(moved).returncode == 0
+    other = check(args + ["OPTIM.LR", "0.5"])
+    assert other.returncode == 2 and other.stdout == ""
+    assert other.stderr.splitlines() == [
+        f"error: {coop_last} holds a finished run of other arguments (OPTIM.LR: <unset> -> 0.5); "
+        "set another OUTPUT, or move that dir away to rerun"]
+    elsewhere = check([a if a != coop_last else coop_last + "-new" for a in args])
+    assert elsewhere.returncode == 1
+
+
 def test_default_checkpoint_freq_keeps_only_last_epoch(tmp_path, eurosat_root, tiny_clip_path):
     out = str(tmp_path / "run")
     ok(run_train(*coop_args(eurosat_root, tiny_clip_path, out)))

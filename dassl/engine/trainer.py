@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dassl.config.run_args import RUN_ONLY_KEYS, is_run_only_key
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import distributed as dist_utils
@@ -105,14 +106,9 @@ def list_epoch_checkpoints(model_dir):
     return sorted(epochs)
 
 
-# Config keys that do not change what is trained (where it runs, how it is
-# logged or evaluated): a resumed run may change them.
-RUN_ONLY_KEYS = ("OUTPUT_DIR", "RESUME", "DEVICE", "USE_CUDA", "DETERMINISTIC", "VERBOSE", "DATASET.ROOT",
-                 "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "TEST.")
-
-
 def training_config(cfg):
-    """Flat ``{key: repr(value)}`` of the config keys that define a training run."""
+    """Flat ``{key: repr(value)}`` of the config keys that define a training run: all but the
+    run-only ones and TEST.* (how it is evaluated), which a resumed run may change."""
     flat = {}
 
     def walk(node, prefix):
@@ -120,7 +116,7 @@ def training_config(cfg):
             full = f"{prefix}{key}"
             if isinstance(value, dict):
                 walk(value, full + ".")
-            elif not any(full == k or (k.endswith(".") and full.startswith(k)) for k in RUN_ONLY_KEYS):
+            elif not is_run_only_key(full, RUN_ONLY_KEYS + ("TEST.",)):
                 flat[full] = repr(value)
 
     walk(cfg, "")
@@ -720,6 +716,8 @@ class SimpleTrainer(TrainerBase):
             "device": str(self.device),
             "config": _cfg_to_dict(cfg),
         }
+        if getattr(self, "run_arguments", None) is not None:
+            summary["arguments"] = self.run_arguments  # scripts/finished_run.py compares them
         if getattr(self, "trained_classes", None) is not None:
             summary["trained_classes"] = self.trained_classes  # what the loaded model was trained on
         if dist_utils.is_distributed():

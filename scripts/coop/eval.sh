@@ -35,13 +35,7 @@ SETTING=${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/evaluation/${TRAINER}/${SETTING}/${DATASET}/seed${SEED}
     MODEL_DIR=${OUTPUT}/${SOURCE_DATASET}/${TRAINER}/${SETTING}/seed${SEED}
-    if results_exist "$DIR"; then
-        continue
-    fi
-    if [ ! -d "$MODEL_DIR" ]; then
-        die "model dir not found: $MODEL_DIR (train it first: bash scripts/coop/main.sh ${SOURCE_DATASET} ${CFG} ${CTP} ${NCTX} ${SHOTS} ${CSC})"
-    fi
-    run_train \
+    train_args \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer "$TRAINER" \
@@ -55,4 +49,11 @@ for SEED in $SEEDS; do
         TRAINER.COOP.N_CTX "$NCTX" \
         TRAINER.COOP.CSC "$CSC" \
         TRAINER.COOP.CLASS_TOKEN_POSITION "$CTP"
+    if finished_run "$DIR"; then
+        continue
+    fi
+    if [ ! -d "$MODEL_DIR" ]; then
+        die "model dir not found: $MODEL_DIR (train it first: bash scripts/coop/main.sh ${SOURCE_DATASET} ${CFG} ${CTP} ${NCTX} ${SHOTS} ${CSC})"
+    fi
+    run_train_args
 done

@@ -31,10 +31,7 @@ require_config "configs/trainers/${TRAINER}/${CFG}.yaml" "Trainer"
 
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
-    if results_exist "$DIR"; then
-        continue
-    fi
-    run_train \
+    train_args \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer "$TRAINER" \
@@ -46,4 +43,8 @@ for SEED in $SEEDS; do
         TRAINER.COOP.CSC "$CSC" \
         TRAINER.COOP.CLASS_TOKEN_POSITION "$CTP" \
         DATASET.NUM_SHOTS "$SHOTS"
+    if finished_run "$DIR"; then
+        continue
+    fi
+    run_train_args
 done

@@ -21,13 +21,14 @@ require_config "configs/datasets/${DATASET}.yaml" "Dataset"
 require_config "configs/trainers/CoOp/${CFG}.yaml" "Trainer"
 
 DIR=${OUTPUT}/${TRAINER}/${CFG}/${DATASET}
-if results_exist "$DIR"; then
-    exit 0
-fi
-run_train \
+train_args \
     --root "$DATA" \
     --trainer "$TRAINER" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" \
     --config-file "configs/trainers/CoOp/${CFG}.yaml" \
     --output-dir "$DIR" \
     --eval-only
+if finished_run "$DIR"; then
+    exit 0
+fi
+run_train_args

@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_PYTHON = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
+if args and os.path.basename(args[0]) == "finished_run.py":  # common.sh's check: the real one
+    os.execv(sys.executable, [sys.executable, *args])
 record = {{"argv": args, "cwd": os.getcwd(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}}
 with open(os.environ["FAKE_CALLS"], "a") as f:  # one short append per call: safe from parallel runs
     f.write(json.dumps(record) + "\\n")
@@ -33,8 +35,11 @@ os.makedirs(out, exist_ok=True)
 metrics = {{"accuracy": 50.0}}
 if "TEST.OPENWORLD_METRICS" in args:  # an open-world test reports its base/new/HM too
     metrics.update(base_accuracy=60.0, new_accuracy=40.0, hm=48.0)
+sys.path.insert(0, os.getcwd())  # the repo copy: record the run's arguments as train.py does
+from dassl.config.run_args import build_parser, defining_arguments
+arguments = defining_arguments(build_parser().parse_args(args[1:]))
 with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump({{"complete": True, "metrics": metrics}}, f)
+    json.dump({{"complete": True, "metrics": metrics, "arguments": arguments}}, f)
 """
 
 
@@ -44,6 +49,11 @@ def make_script_repo(root, trainer_config_dirs, dataset_names):
     interpreter never runs. Returns ``root`` as a Path."""
     root = Path(root)
     shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
+    # what scripts/finished_run.py imports (torch-free)
+    (root / "dassl").mkdir()
+    shutil.copy(REPO_ROOT / "dassl" / "__init__.py", root / "dassl")
+    shutil.copytree(REPO_ROOT / "dassl" / "config", root / "dassl" / "config",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for name in trainer_config_dirs:
         shutil.copytree(REPO_ROOT / "configs" / "trainers" / name, root / "configs" / "trainers" / name)
     (root / "configs" / "datasets").mkdir(parents=True)
