@@ -29,6 +29,9 @@ def main(argv):
     except (OSError, ValueError) as err:
         print(f"error: {path} is not a readable results file ({err}); move it away to run again", file=sys.stderr)
         return 2
+    if not isinstance(saved, dict):
+        print(f"error: {path} is not a results file (a JSON object); move it away to run again", file=sys.stderr)
+        return 2
     if saved.get("complete") is False:
         return 1
     recorded = saved.get("arguments")
@@ -44,4 +47,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Exception as err:  # never "not finished" by accident: that would rerun over a finished run
+        print(f"error: cannot compare with the finished run's arguments: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -294,15 +294,21 @@ def test_one_pass_inference_equals_the_two_pass_path(clip_model, monkeypatch, vi
     model = PromptedCLIP(clip_model, learner)
     x = images(3, seed=5)
 
-    def run(bf16):
+    def run(bf16, records=None):
+        learner.weight_recorder = records
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return model(x).float()
 
-    reference, one_pass = run(False), run(dtype == torch.bfloat16)
+    one_weights, two_weights = {}, {}
+    reference, one_pass = run(False), run(dtype == torch.bfloat16, one_weights)
     monkeypatch.setattr(bmip_module, "attention_with_lse", lambda q, k, v: None)  # no kernel: two passes
-    two_pass = run(dtype == torch.bfloat16)
+    two_pass = run(dtype == torch.bfloat16, two_weights)
     if dtype == torch.float32:
         torch.testing.assert_close(one_pass, two_pass, rtol=1e-5, atol=1e-5)
+        assert sorted(one_weights) == sorted(two_weights) and len(one_weights) == 8 + 7  # vision + text layers
+        for key in one_weights:
+            torch.testing.assert_close(torch.stack(one_weights[key]), torch.stack(two_weights[key]),
+                                       rtol=1e-5, atol=1e-6)
     else:  # bf16 autocast: the one-pass path rounds no worse than the two-pass one
         one_err, two_err = ((y - reference).abs().max().item() for y in (one_pass, two_pass))
         assert 0 < one_err <= 2 * two_err + 0.02, (one_err, two_err)
@@ -371,3 +377,12 @@ def test_bad_bmip_values_are_one_line_errors_naming_the_key(key, value):
 def test_prompt_depth_beyond_the_backbone_is_refused(clip_model):
     with pytest.raises(ValueError, match=r"TRAINER\.BMIP\.PROMPT_DEPTH must be in \[1, 12\], got 13"):
         BMIPPromptLearner(bmip_cfg(PROMPT_DEPTH=13), CLASSNAMES, clip_model)
+
+
+def test_no_prompt_tokens_evaluate_without_the_fused_read_out(clip_model):
+    """N_CTX 0 (no prompts to read attention for) evaluates without calling the one-pass kernel
+    on an empty key set (which aborts the whole process on a CPU)."""
+    learner = BMIPPromptLearner(bmip_cfg(N_CTX=0), CLASSNAMES, clip_model)
+    with torch.no_grad():
+        logits = PromptedCLIP(clip_model, learner)(images(2, seed=3))
+    assert logits.shape == (2, len(CLASSNAMES)) and torch.isfinite(logits).all()

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+import shutil
+
 import pytest
 
 from conftest import train_server_env
@@ -209,6 +211,36 @@ def test_xd_train_then_test_with_defaults(repo, env, tmp_path):
     assert test_argv == head_flags(XD_CFG, "caltech101", "1", out_dir, env["DATA"]) + [
         "--model-dir", model_dir, "--load-epoch", "10", "--eval-only", "--best"]
     assert (repo / out_dir / "results.json").is_file()
+
+
+def test_a_cross_dataset_test_of_another_source_model_is_not_skipped_silently(repo, env, tmp_path):
+    """The test dir does not name the source dataset: the model dir in the record tells them apart
+    (recorded relative to the output dir, so a moved OUTPUT tree still matches)."""
+    for source in ("imagenet", "caltech101"):
+        assert run_script(repo, "bmip/xd_train.sh", [source, "1"], dict(env, SOURCE_DATASET=source),
+                          tmp_path).returncode == 0
+    assert run_script(repo, "bmip/xd_test.sh", ["eurosat", "1"], env, tmp_path).returncode == 0
+    out_dir = f"output/xd/test/eurosat/shots_16/BMIP/{XD_CFG}/seed1"
+    proc = run_script(repo, "bmip/xd_test.sh", ["eurosat", "1"], dict(env, SOURCE_DATASET="caltech101"), tmp_path)
+    assert proc.returncode == 2
+    assert (f"(--model-dir: ../../../../../../train/imagenet/shots_16/BMIP/{XD_CFG}/seed1 -> "
+            f"../../../../../../train/caltech101/shots_16/BMIP/{XD_CFG}/seed1)") in proc.stderr
+    shutil.move(repo / "output", tmp_path / "moved")  # the whole tree elsewhere: still the same runs
+    proc = run_script(repo, "bmip/xd_test.sh", ["eurosat", "1"], dict(env, OUTPUT=str(tmp_path / "moved")), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Skip this job" in proc.stdout
+    assert len(recorded_calls(env)) == 3
+
+
+@pytest.mark.parametrize("content", ['[1]', '{"complete": true, "arguments": [1]}', '{"complete": tr'])
+def test_an_unreadable_results_file_stops_the_script_and_is_kept(repo, env, tmp_path, content):
+    train_dir, _ = base2new_dirs("eurosat", 1)
+    (repo / train_dir).mkdir(parents=True)
+    (repo / train_dir / "results.json").write_text(content)
+    proc = run_script(repo, "bmip/base2new_train_bmip.sh", ["eurosat", "1"], env, tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+    assert recorded_calls(env) == [] and (repo / train_dir / "results.json").read_text() == content
 
 
 def test_xd_test_fifth_argument_loads_that_epoch(repo, env, tmp_path):

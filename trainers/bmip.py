@@ -108,8 +108,9 @@ class AttentionWeightedHook:
             return block(splice_prompts(x, w[:, None] * local + (1 - w[:, None]) * foreign, self.where, self.start))
         projected = block.project(x)
         q, k, v = block.split_heads(projected)
-        if self.where == "vision" and not torch.is_grad_enabled():
-            fused = attention_with_lse(q, k[:, :, :-p], v[:, :, :-p])
+        if self.where == "vision" and p > 0 and not torch.is_grad_enabled():
+            n_rest = x.shape[1] - p
+            fused = attention_with_lse(q, k[:, :, :n_rest], v[:, :, :n_rest])
             if fused is not None:
                 return self.evaluate_vision(x, block, projected, local, foreign, j, p, *fused)
         att = attention_to_prompts(q, k, p, self.where, self.eot_indices, self.start,
@@ -150,14 +151,14 @@ class AttentionWeightedHook:
         n_rest = x.shape[1] - p
         scale = 1.0 / math.sqrt(block.head_dim)
         q, k, _ = block.split_heads(projected)
-        q_rest = q[:, :, :n_rest].contiguous()  # scored twice against P keys
+        q_rest = q[:, :, :n_rest] * scale  # scored twice against P keys (scaled first: no fp16 overflow)
         lse = lse[:, :, :n_rest]
-        old_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float() * scale  # (N, H, R, P)
+        old_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float()  # (N, H, R, P)
         log_z = torch.logaddexp(lse, torch.logsumexp(old_scores, dim=-1))
         att = torch.exp(old_scores - log_z.unsqueeze(-1)).mean(dim=(1, 2)).to(local.dtype)  # (N, P)
         x, projected = self.aggregate(x, block, projected, local, foreign, j, p, att)
         q, k, v = block.split_heads(projected)  # the prompt rows are the new ones now
-        new_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float() * scale
+        new_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float()
         log_z = torch.logaddexp(lse, torch.logsumexp(new_scores, dim=-1))
         rest = attended[:, :, :n_rest]  # rescaled to the new normaliser, plus the new prompt columns
         to_new = torch.matmul(torch.exp(new_scores - log_z.unsqueeze(-1)).to(v.dtype), v[:, :, n_rest:])

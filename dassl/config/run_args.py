@@ -4,15 +4,17 @@
 already holds a finished run of the same arguments.
 """
 import argparse
+import os
 
 # Config keys that say how or where a run executes, not what it computes: a resumed or skipped run
 # may differ in these. (A training run's checkpoints are also valid for any TEST.* setting; see
 # dassl.engine.trainer.training_config.)
 RUN_ONLY_KEYS = ("OUTPUT_DIR", "RESUME", "DEVICE", "USE_CUDA", "DETERMINISTIC", "VERBOSE", "DATASET.ROOT",
-                 "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ")
-# train.py flags of the same kind. --model-dir is where the tested model lies, which the sweep layout
-# ties to the output dir; the data folder and the output dir may move between machines.
-RUN_ONLY_FLAGS = ("root", "output_dir", "resume", "device", "deterministic", "debug", "model_dir")
+                 "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+                 "TEST.FEATURE_CACHE", "TEST.FEATURE_CACHE_DIR")  # the cache gives identical logits
+# train.py flags of the same kind: the data folder and the output dir may move between machines.
+# (--model-dir is recorded relative to the output dir, so a moved sweep tree still matches.)
+RUN_ONLY_FLAGS = ("root", "output_dir", "resume", "device", "deterministic", "debug")
 
 
 def is_run_only_key(key, run_only=RUN_ONLY_KEYS):
@@ -54,9 +56,13 @@ def build_parser(description="Train or evaluate a prompt-learning method on CLIP
 
 def defining_arguments(args):
     """The arguments of a parsed train.py command line that decide what the run computes:
-    ``{flag: value, ..., "opts": {KEY: VALUE}}`` (JSON-serialisable; results.json keeps it)."""
+    ``{flag: value, ..., "opts": {KEY: VALUE}}`` with the flags that differ from their defaults
+    (JSON-serialisable; results.json keeps it)."""
+    defaults = vars(build_parser().parse_args([]))
     defining = {name: value for name, value in sorted(vars(args).items())
-                if name not in RUN_ONLY_FLAGS and name != "opts"}
+                if name not in RUN_ONLY_FLAGS and name != "opts" and value != defaults.get(name)}
+    if defining.get("model_dir"):
+        defining["model_dir"] = os.path.relpath(os.path.abspath(args.model_dir), os.path.abspath(args.output_dir or "."))
     opts = list(args.opts or [])
     if opts and opts[0] == "--":
         opts = opts[1:]
@@ -68,12 +74,22 @@ def defining_arguments(args):
 
 
 def argument_differences(saved, current):
-    """``["NAME: saved -> current", ...]`` between two :func:`defining_arguments` records."""
+    """``["NAME: saved -> current", ...]`` between two :func:`defining_arguments` records. Both are
+    read with today's run-only lists and flag defaults, so a record written before a flag was added
+    or a key became run-only still compares equal when nothing that matters changed."""
+    defaults = vars(build_parser().parse_args([]))
     flat = []
     for record in (saved, current):
-        entries = {f"--{k.replace('_', '-')}": v for k, v in record.items() if k != "opts"}
-        entries.update(record.get("opts", {}))
+        entries = {f"--{k.replace('_', '-')}": v for k, v in record.items()
+                   if k != "opts" and k not in RUN_ONLY_FLAGS and v != defaults.get(k)}
+        entries.update({k: v for k, v in (record.get("opts") or {}).items() if not is_run_only_key(k)})
         flat.append(entries)
+
+    def shown(entries, key):
+        if key in entries:
+            return entries[key]
+        flag = key[2:].replace("-", "_") if key.startswith("--") else None
+        return defaults[flag] if flag in defaults else "<unset>"
+
     keys = sorted(set(flat[0]) | set(flat[1]))
-    return [f"{k}: {flat[0].get(k, '<unset>')} -> {flat[1].get(k, '<unset>')}"
-            for k in keys if flat[0].get(k) != flat[1].get(k)]
+    return [f"{k}: {shown(flat[0], k)} -> {shown(flat[1], k)}" for k in keys if shown(flat[0], k) != shown(flat[1], k)]
