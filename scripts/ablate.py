@@ -385,8 +385,15 @@ def build_table(spec, args):
     return ptr.ResultTable(headers, rows), collected, params, order
 
 
+def _spreads(cells):
+    """Error-bar lengths: each cell's spread over seeds (std, or the 95% CI half-width), NaN if none."""
+    return [math.nan if c is None or c.spread is None else c.spread for c in cells]
+
+
 def plot(spec, collected, order, path):
-    """Line plot over a numeric axis, bars over a categorical one; the paper's values as markers."""
+    """Line plot over a numeric axis, bars over a categorical one; the paper's values as markers.
+    Error bars: the spread over seeds where a value is a mean of several runs (not on an HM, which
+    is computed from the mean base and new accuracies)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -399,8 +406,9 @@ def plot(spec, collected, order, path):
         shots = spec.shots
         for variant in spec.variants:
             groups = collected[variant.label]
-            values = [groups.get(f"{s} shots", {}).get("accuracy", ptr.Cell()).mean for s in shots]
-            axis.plot(shots, [math.nan if v is None else v for v in values], marker="o", label=variant.label)
+            cells = [groups.get(f"{s} shots", {}).get("accuracy", ptr.Cell()) for s in shots]
+            axis.errorbar(shots, [math.nan if c.mean is None else c.mean for c in cells], yerr=_spreads(cells),
+                          marker="o", capsize=3, label=variant.label)
         axis.set_xscale("log", base=2)
         axis.set_xticks(shots)
         axis.set_xticklabels([str(s) for s in shots])
@@ -409,16 +417,19 @@ def plot(spec, collected, order, path):
     else:
         group = "Average" if "Average" in order else (order[0] if order else None)
 
+        def cells(key):
+            return [ptr.Cell() if group is None else collected[label].get(group, {}).get(key, ptr.Cell())
+                    for label in labels]
+
         def series(key):
-            return [math.nan if group is None or collected[label].get(group, {}).get(key, ptr.Cell()).mean is None
-                    else collected[label][group][key].mean for label in labels]
+            return [math.nan if c.mean is None else c.mean for c in cells(key)]
 
         paper_key = {"base2new": "hm", "openworld": "hm"}.get(spec.protocol, "acc")
         paper = [v.paper.get(paper_key, v.paper.get(paper_key.upper())) for v in spec.variants]
         if spec.numeric:
             xs = [float(label) for label in labels]
             for header, key in metrics:
-                axis.plot(xs, series(key), marker="o", label=header)
+                axis.errorbar(xs, series(key), yerr=_spreads(cells(key)), marker="o", capsize=3, label=header)
             if any(p is not None for p in paper):
                 axis.plot(xs, [math.nan if p is None else p for p in paper], "k*", label=f"paper {paper_key.upper()}")
             if min(xs) > 0 and max(xs) / min(xs) >= 8:  # d_m, shots: doubling steps
@@ -429,7 +440,8 @@ def plot(spec, collected, order, path):
             positions = range(len(labels))
             width = 0.8 / (len(metrics) + (1 if any(p is not None for p in paper) else 0))
             for i, (header, key) in enumerate(metrics):
-                axis.bar([p + i * width for p in positions], series(key), width, label=header)
+                axis.bar([p + i * width for p in positions], series(key), width, yerr=_spreads(cells(key)),
+                         capsize=2, label=header)
             if any(p is not None for p in paper):
                 axis.bar([p + len(metrics) * width for p in positions], [math.nan if p is None else p for p in paper],
                          width, label=f"paper {paper_key.upper()}", color="lightgray", edgecolor="black")

@@ -168,6 +168,35 @@ def test_each_spec_runs_with_one_command_and_writes_its_table_and_plot(tmp_path,
         assert (folder / "table.md").read_text().splitlines() == table
 
 
+@pytest.mark.parametrize("name", ["bloom_dm", "bmip_table5", "fewshot_curves"])
+def test_plots_draw_the_spread_over_seeds_as_error_bars(tmp_path, monkeypatch, name):
+    """Lines (numeric axis, shots) and bars (categorical axis) carry each cell's spread over seeds;
+    an HM computed from the mean accuracies has none."""
+    from matplotlib.axes import Axes
+
+    drawn = []
+    real = Axes.errorbar  # (bar() draws its error bars through it too)
+
+    def spy(self, *args, **kwargs):
+        drawn.append(kwargs.get("yerr"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", spy)
+    spec = ablate.load_spec(name)
+    spreads = {"HM": None, "hm": 0.5, "Base": 1.5, "New": 2.5, "accuracy": 3.5}
+    groups = [f"{s} shots" for s in spec.shots] if spec.protocol == "fewshot" else ["Average"]
+    collected = {v.label: {g: {key: ablate.ptr.Cell(mean=40.0, spread=spreads[key], num_runs=3)
+                               for _, key in ablate.METRICS[spec.protocol]} for g in groups}
+                 for v in spec.variants}
+    ablate.plot(spec, collected, groups, str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    bars = [[None if v != v else float(v) for v in yerr] for yerr in drawn if yerr is not None]
+    expected = {"base2new": [[None] * 5, [1.5] * 5, [2.5] * 5],
+                "openworld": [[0.5] * 8, [3.5] * 8],
+                "fewshot": [[3.5] * 5] * 8}[spec.protocol]
+    assert bars == expected
+
+
 def test_the_tests_load_the_epoch_the_runs_end_with():
     """A config other than the official one (or an OPTIM.MAX_EPOCH override) trains for another number of
     epochs than the test scripts' official LOADEP: the sweep is told which epoch to load."""
