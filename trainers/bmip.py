@@ -151,7 +151,9 @@ class AttentionWeightedHook:
         n_rest = x.shape[1] - p
         scale = 1.0 / math.sqrt(block.head_dim)
         q, k, _ = block.split_heads(projected)
-        q_rest = q[:, :, :n_rest] * scale  # scored twice against P keys (scaled first: no fp16 overflow)
+        # scored twice against P keys: scaled first (no fp16 overflow), laid out for the matrix products
+        q_rest = q.new_empty(q.shape[0], q.shape[1], n_rest, q.shape[3])
+        torch.mul(q[:, :, :n_rest], scale, out=q_rest)
         lse = lse[:, :, :n_rest]
         old_scores = torch.matmul(q_rest, k[:, :, n_rest:].transpose(-2, -1)).float()  # (N, H, R, P)
         log_z = torch.logaddexp(lse, torch.logsumexp(old_scores, dim=-1))
