@@ -20,7 +20,8 @@ import torch
 
 import datasets  # noqa: F401  (registers the benchmark datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from dassl.config import get_cfg_default, run_args
+from dassl import run_args
+from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.trainer import select_device
 from dassl.utils import (collect_env_info, set_deterministic, set_random_seed, setup_logger,
@@ -231,7 +232,7 @@ def main(args):
 
 
 def build_parser():
-    """The CoOp/MaPLe/BMIP command line (defined in :mod:`dassl.config.run_args`)."""
+    """The CoOp/MaPLe/BMIP command line (defined in :mod:`dassl.run_args`)."""
     return run_args.build_parser(__doc__.splitlines()[0])
 
 

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dassl.config.run_args import argument_differences, build_parser, defining_arguments  # noqa: E402
+from dassl.run_args import argument_differences, build_parser, defining_arguments  # noqa: E402
 
 
 def main(argv):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dassl.config.run_args import RUN_ONLY_KEYS, is_run_only_key
+from dassl.run_args import RUN_ONLY_KEYS, is_run_only_key
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import distributed as dist_utils

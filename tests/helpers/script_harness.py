@@ -36,7 +36,7 @@ metrics = {{"accuracy": 50.0}}
 if "TEST.OPENWORLD_METRICS" in args:  # an open-world test reports its base/new/HM too
     metrics.update(base_accuracy=60.0, new_accuracy=40.0, hm=48.0)
 sys.path.insert(0, os.getcwd())  # the repo copy: record the run's arguments as train.py does
-from dassl.config.run_args import build_parser, defining_arguments
+from dassl.run_args import build_parser, defining_arguments
 arguments = defining_arguments(build_parser().parse_args(args[1:]))
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({{"complete": True, "metrics": metrics, "arguments": arguments}}, f)
@@ -49,11 +49,10 @@ def make_script_repo(root, trainer_config_dirs, dataset_names):
     interpreter never runs. Returns ``root`` as a Path."""
     root = Path(root)
     shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
-    # what scripts/finished_run.py imports (torch-free)
+    # what scripts/finished_run.py imports (no torch, no yacs)
     (root / "dassl").mkdir()
-    shutil.copy(REPO_ROOT / "dassl" / "__init__.py", root / "dassl")
-    shutil.copytree(REPO_ROOT / "dassl" / "config", root / "dassl" / "config",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "run_args.py"):
+        shutil.copy(REPO_ROOT / "dassl" / name, root / "dassl")
     for name in trainer_config_dirs:
         shutil.copytree(REPO_ROOT / "configs" / "trainers" / name, root / "configs" / "trainers" / name)
     (root / "configs" / "datasets").mkdir(parents=True)

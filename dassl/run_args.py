@@ -1,4 +1,4 @@
-"""train.py's command line, and which of its arguments define a run (torch-free).
+"""train.py's command line, and which of its arguments define a run (imports neither torch nor yacs).
 
 ``scripts/finished_run.py`` imports this to decide, without starting torch, whether an output dir
 already holds a finished run of the same arguments.
