@@ -128,16 +128,22 @@ def test_siglip_needs_its_tokenizer_files(tiny_siglip, tmp_path):
                                                                               tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("family", ["native", "siglip"])
-def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path, tiny_siglip, hf_tokenizer, family):
-    """Replacing the prompt positions in any block through the hook changes the features: prompts at
-    layer i are read by layers i..end, in both towers, on both families."""
+def load_family(family, tmp_path, tiny_siglip, hf_tokenizer):
+    """Our model of a tiny open_clip-built model: "native" (GELU ViT, saved here) or "siglip"."""
     if family == "native":
         json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
     else:
         json_path, weights, _ = tiny_siglip
     model, _ = clip.load(f"openclip:{json_path}", pretrained=weights,
                          tokenizer=hf_tokenizer if family == "siglip" else None)
+    return model
+
+
+@pytest.mark.parametrize("family", ["native", "siglip"])
+def test_deep_prompts_reach_every_layer_of_an_open_clip_model(tmp_path, tiny_siglip, hf_tokenizer, family):
+    """Replacing the prompt positions in any block through the hook changes the features: prompts at
+    layer i are read by layers i..end, in both towers, on both families."""
+    model = load_family(family, tmp_path, tiny_siglip, hf_tokenizer)
     images = torch.randn(2, 3, 32, 32)
     width = model.vision_width
     prompts = torch.zeros(2, width)
@@ -465,12 +471,7 @@ def test_bmip_inference_shares_one_attention_pass_on_every_family(tmp_path, tiny
     from tests.helpers.methods import CLASSNAMES, make_cfg
     from trainers.base import PromptedCLIP
 
-    if family == "native":
-        json_path, weights, _ = save_open_clip_model(tmp_path, FAMILIES["native-gelu"])
-    else:
-        json_path, weights, _ = tiny_siglip
-    model, _ = clip.load(f"openclip:{json_path}", pretrained=weights,
-                         tokenizer=hf_tokenizer if family == "siglip" else None)
+    model = load_family(family, tmp_path, tiny_siglip, hf_tokenizer)
     torch.manual_seed(3)
     depth = min(model.visual.transformer.layers, model.transformer.layers)
     cfg = make_cfg(share=True, BMIP={"PROMPT_DEPTH": depth, "VISION_WEIGHT": "per_sample"})
